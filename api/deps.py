@@ -1,0 +1,146 @@
+"""Request dependencies: the database session, the authenticated partner, the request body."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any
+
+import orjson
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from core.config import settings
+from core.db import new_session
+from core.errors import DomainError
+from core.partners import authenticate
+
+log = logging.getLogger(__name__)
+
+SINGLE_BODY_LIMIT = 1024 * 1024
+JSON_TYPES = ("application/json",)
+NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/json-lines", "application/ndjson")
+
+
+def after_commit(session: Session, callback: Callable[[], None]) -> None:
+    """Run `callback` once the request's transaction has committed (e.g. to publish to the broker)."""
+    session.info.setdefault("after_commit", []).append(callback)
+
+
+def get_session() -> Iterator[Session]:
+    """The request's session: committed when the route returns, before the response is sent."""
+    session = new_session()
+    try:
+        yield session
+        session.commit()
+        for callback in session.info.pop("after_commit", []):
+            try:
+                callback()
+            except Exception:
+                log.exception("after-commit callback failed")
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+DbSession = Annotated[Session, Depends(get_session, scope="function")]
+
+
+def _unauthorized(detail: str) -> DomainError:
+    return DomainError("unauthorized", detail, 401, headers={"WWW-Authenticate": 'Basic realm="pfsync"'})
+
+
+def current_partner(request: Request, session: DbSession) -> str:
+    """The partner whose API key (HTTP Basic: key id and secret) signed the request."""
+    header = request.headers.get("authorization")
+    if not header:
+        raise _unauthorized("Authenticate with HTTP Basic: your API key id as username, its secret as password.")
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        raise _unauthorized("Only HTTP Basic authentication is supported.")
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        raise _unauthorized("Malformed Basic credentials.") from None
+    key_id, sep, secret = decoded.partition(":")
+    if not sep or not key_id or not secret:
+        raise _unauthorized("Malformed Basic credentials.")
+    partner_id = authenticate(session, key_id=key_id, secret=secret)
+    if partner_id is None:
+        raise _unauthorized("Unknown API key or wrong secret.")
+    request.state.partner_id = partner_id
+    return partner_id
+
+
+PartnerId = Annotated[str, Depends(current_partner)]
+
+
+def media_type(request: Request) -> str:
+    """The request's media type, lower-cased, without parameters."""
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def too_large(limit: int) -> DomainError:
+    return DomainError(
+        "body_too_large",
+        f"The request body exceeds the limit of {limit} bytes (PFSYNC_MAX_BODY_BYTES).",
+        413,
+    )
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refused with 413 as soon as it passes `limit` bytes (never buffered past it)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise too_large(limit)
+        except ValueError:
+            raise DomainError("malformed_body", "Invalid Content-Length header.", 400) from None
+    parts: list[bytes] = []
+    size = 0
+    async for part in request.stream():
+        size += len(part)
+        if size > limit:
+            raise too_large(limit)
+        parts.append(part)
+    return b"".join(parts)
+
+
+async def single_body(request: Request) -> bytes:
+    """The body of a single-record request (at most 1 MiB)."""
+    kind = media_type(request)
+    if kind and kind not in JSON_TYPES and not kind.endswith("+json"):
+        raise DomainError("unsupported_media_type", "Send the body as application/json.", 415)
+    return await read_body(request, SINGLE_BODY_LIMIT)
+
+
+Body = Annotated[bytes, Depends(single_body)]
+
+
+def parse_json(body: bytes) -> Any:
+    """Parse a JSON document; a syntax error is a 400 naming its line and column."""
+    if not body.strip():
+        raise DomainError("malformed_body", "The request body is empty; send a JSON object.", 400)
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise DomainError(
+            "malformed_body", f"The body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}.", 400
+        ) from None
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    """Parse a body that must be one JSON object."""
+    value = parse_json(body)
+    if not isinstance(value, dict):
+        raise DomainError("invalid_body", "The body must be a JSON object.", 422)
+    return value
+
+
+def max_batch_records() -> int:
+    return settings.max_batch_records

@@ -1,0 +1,65 @@
+"""Reads of businesses and customers."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
+
+from api.deps import DbSession, PartnerId
+from api.responses import json_response, list_body
+from core import resources
+
+router = APIRouter(tags=["reads"])
+
+Limit = Annotated[int, Query(ge=1, le=1000, description="Page size, 1 to 1000")]
+Cursor = Annotated[str | None, Query(description="Return items after this id (`next_cursor`)")]
+
+
+@router.get("/businesses/{business_id}", summary="Get a business")
+def get_business(session: DbSession, partner_id: PartnerId, business_id: str) -> Response:
+    business = resources.get_business(session, partner_id=partner_id, business_id=business_id)
+    return json_response(resources.business_view(business))
+
+
+@router.get("/businesses", summary="List businesses, oldest first")
+def list_businesses(
+    session: DbSession,
+    partner_id: PartnerId,
+    external_id: str | None = None,
+    limit: Limit = 100,
+    starting_after: Cursor = None,
+) -> Response:
+    rows, has_more = resources.list_businesses(
+        session, partner_id=partner_id, external_id=external_id, limit=limit, starting_after=starting_after
+    )
+    return json_response(list_body([resources.business_view(b) for b in rows], has_more))
+
+
+@router.get("/businesses/{business_id}/customers", summary="List a business's customers, oldest first")
+def list_customers(
+    session: DbSession,
+    partner_id: PartnerId,
+    business_id: str,
+    external_id: str | None = None,
+    email_address: str | None = None,
+    limit: Limit = 100,
+    starting_after: Cursor = None,
+) -> Response:
+    resources.get_business(session, partner_id=partner_id, business_id=business_id)
+    rows, has_more = resources.list_customers(
+        session,
+        business_id=business_id,
+        external_id=external_id,
+        email_address=email_address,
+        limit=limit,
+        starting_after=starting_after,
+    )
+    return json_response(list_body([resources.customer_view(c) for c in rows], has_more))
+
+
+@router.get("/customers/{customer_id}", summary="Get a customer")
+def get_customer(session: DbSession, partner_id: PartnerId, customer_id: str) -> Response:
+    customer = resources.get_customer(session, partner_id=partner_id, customer_id=customer_id)
+    return json_response(resources.customer_view(customer))

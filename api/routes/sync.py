@@ -1,0 +1,45 @@
+"""Sync endpoints: single records (synchronous) and batches (jobs)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from api.deps import Body, DbSession, PartnerId, parse_json_object
+from api.idempotency import idempotent
+from api.responses import json_response
+from core.resources import get_business, sync_one
+from core.sync import Scope
+
+router = APIRouter(tags=["sync"])
+
+SYNC_RESPONSES: dict[int | str, dict[str, object]] = {
+    404: {"description": "No such record (by `id`) or business"},
+    409: {"description": "`external_id_conflict` or `email_address_taken`"},
+    422: {"description": "`missing_identifier`, `unknown_field` or `validation_error`"},
+}
+
+
+def _sync_response(request: Request, session: DbSession, partner_id: str, body: bytes, scope: Scope) -> Response:
+    def handle() -> Response:
+        outcome, view = sync_one(session, scope=scope, body=parse_json_object(body))
+        return json_response(view, headers={"Sync-Outcome": outcome.outcome})
+
+    return idempotent(request, session, partner_id, body, handle)
+
+
+@router.post("/sync/businesses", responses=SYNC_RESPONSES, summary="Create or replace one business")
+def sync_business(request: Request, session: DbSession, partner_id: PartnerId, body: Body) -> Response:
+    """Create or wholly replace a business, found by `id` or else by `external_id`."""
+    return _sync_response(request, session, partner_id, body, Scope("businesses", partner_id))
+
+
+@router.post(
+    "/sync/businesses/{business_id}/customers", responses=SYNC_RESPONSES, summary="Create or replace one customer"
+)
+def sync_customer(
+    request: Request, session: DbSession, partner_id: PartnerId, business_id: str, body: Body
+) -> Response:
+    """Create or wholly replace a customer of the business, found by `id` or else by `external_id`."""
+    get_business(session, partner_id=partner_id, business_id=business_id)
+    return _sync_response(request, session, partner_id, body, Scope("customers", partner_id, business_id))

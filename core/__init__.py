@@ -1,0 +1,1 @@
+"""Pocketflows Sync domain: settings, database, models, sync rules and the job lifecycle."""

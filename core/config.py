@@ -1,0 +1,51 @@
+"""Settings, read once from the environment (and a `.env` file)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def normalise_database_url(url: str) -> str:
+    """Point any PostgreSQL URL at the psycopg 3 driver."""
+    for prefix in ("postgresql+psycopg2://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+class Settings(BaseSettings):
+    """Every setting of the service; README "Configuration" documents each one."""
+
+    model_config = SettingsConfigDict(env_prefix="PFSYNC_", env_file=".env", extra="ignore")
+
+    database_url: str | None = Field(default=None, validation_alias=AliasChoices("DATABASE_URL"))
+    redis_url: str | None = Field(default=None, validation_alias=AliasChoices("REDIS_URL"))
+
+    data_dir: Path = Path(".pfsync")
+    max_batch_records: int = Field(default=100_000, ge=1)
+    max_body_bytes: int = Field(default=128 * 1024 * 1024, ge=1024)
+    legacy_max_batch_records: int = Field(default=1000, ge=1)
+    job_retention_days: int = Field(default=30, ge=1)
+    idempotency_ttl_hours: int = Field(default=24, ge=1)
+    chunk_size: int = Field(default=1000, ge=1, le=20_000)
+    job_parallelism: int = Field(default=2, ge=1)
+    max_active_jobs_per_partner: int = Field(default=4, ge=1)
+    lease_seconds: int = Field(default=30, ge=2, le=3600)
+    sweep_interval_seconds: float = Field(default=5.0, gt=0)
+    max_chunk_attempts: int = Field(default=3, ge=1)
+    max_wait_seconds: int = Field(default=60, ge=0)
+    db_pool_size: int = Field(default=10, ge=1)
+    log_level: str = "INFO"
+    log_json: bool = True
+    queue_name: str = "pfsync"
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalise_dsn(cls, value: str | None) -> str | None:
+        return normalise_database_url(value) if value else value
+
+
+settings = Settings()

@@ -1,0 +1,80 @@
+"""Engine and session scope, one engine per process."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.config import normalise_database_url, settings
+
+_lock = threading.Lock()
+_engine: Engine | None = None
+_engine_pid: int | None = None
+_sessionmaker: sessionmaker[Session] | None = None
+
+
+def database_url() -> str:
+    """The configured PostgreSQL URL, or the embedded server's when `DATABASE_URL` is unset."""
+    if settings.database_url:
+        return settings.database_url
+    from core.embedded import ensure_postgres
+
+    url = normalise_database_url(ensure_postgres(settings.data_dir))
+    settings.database_url = url
+    return url
+
+
+def get_engine() -> Engine:
+    """This process's engine, created on first use (and again after a fork)."""
+    global _engine, _engine_pid, _sessionmaker
+    with _lock:
+        if _engine is None or _engine_pid != os.getpid():
+            _engine = create_engine(
+                database_url(),
+                pool_size=settings.db_pool_size,
+                max_overflow=settings.db_pool_size,
+                pool_pre_ping=True,
+                pool_recycle=1800,
+                connect_args={"connect_timeout": 5, "application_name": "pfsync"},
+            )
+            _engine_pid = os.getpid()
+            _sessionmaker = sessionmaker(_engine, expire_on_commit=False)
+        return _engine
+
+
+def dispose_engine() -> None:
+    """Forget this process's engine without touching connections a parent process may share."""
+    global _engine, _engine_pid
+    with _lock:
+        if _engine is not None:
+            _engine.dispose(close=False)
+        _engine = None
+        _engine_pid = None
+
+
+@contextmanager
+def session_scope() -> Iterator[Session]:
+    """A session whose transaction commits when the block ends, or rolls back on an exception."""
+    get_engine()
+    assert _sessionmaker is not None
+    session = _sessionmaker()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def new_session() -> Session:
+    """A bare session; the caller commits and closes it."""
+    get_engine()
+    assert _sessionmaker is not None
+    return _sessionmaker()

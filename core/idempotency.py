@@ -1,0 +1,110 @@
+"""Idempotency keys (SPEC §1): the first response to a key is stored in the same transaction as its work."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import delete, func, select, text
+from sqlalchemy.orm import Session
+
+from core.config import settings
+from core.errors import DomainError
+from core.models import IdempotencyKey
+
+MAX_KEY_LENGTH = 255
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+def request_fingerprint(method: str, path: str, body: bytes) -> str:
+    """What makes two requests "the same request" for an idempotency key."""
+    digest = hashlib.sha256()
+    for part in (method.encode(), b"\0", path.encode(), b"\0", body):
+        digest.update(part)
+    return digest.hexdigest()
+
+
+def claim(session: Session, *, partner_id: str, key: str, fingerprint: str) -> StoredResponse | None:
+    """Claim `key` for this transaction, or return the response stored for it.
+
+    Raises 409 while another request holds the key and 422 when it was used for a different request.
+    """
+    if not key or len(key) > MAX_KEY_LENGTH:
+        raise DomainError("invalid_idempotency_key", "Idempotency-Key must be 1 to 255 characters.", 400)
+    locked = session.execute(
+        text("SELECT pg_try_advisory_xact_lock(hashtextextended(:p || ':' || :k, 7))"),
+        {"p": partner_id, "k": key},
+    ).scalar_one()
+    if not locked:
+        raise DomainError(
+            "idempotency_key_in_use",
+            "A request with this Idempotency-Key is still in progress; retry once it has finished.",
+            409,
+            headers={"Retry-After": "1"},
+        )
+    ttl = timedelta(hours=settings.idempotency_ttl_hours)
+    row = session.scalar(
+        select(IdempotencyKey).where(IdempotencyKey.partner_id == partner_id, IdempotencyKey.key == key)
+    )
+    if row is not None and session.scalar(select(func.now())) - row.created_at > ttl:  # type: ignore[operator]
+        session.execute(
+            delete(IdempotencyKey).where(IdempotencyKey.partner_id == partner_id, IdempotencyKey.key == key)
+        )
+        row = None
+    if row is None:
+        return None
+    if row.request_hash != fingerprint:
+        raise DomainError(
+            "idempotency_key_reused",
+            "This Idempotency-Key was already used with a different request (method, path or body); "
+            "use a new key for a new request.",
+            422,
+        )
+    assert row.status_code is not None and row.response_body is not None
+    return StoredResponse(row.status_code, dict(row.response_headers or {}), bytes(row.response_body))
+
+
+def store(
+    session: Session,
+    *,
+    partner_id: str,
+    key: str,
+    method: str,
+    path: str,
+    fingerprint: str,
+    response: StoredResponse,
+) -> None:
+    """Keep the response to replay it for the same key."""
+    session.add(
+        IdempotencyKey(
+            partner_id=partner_id,
+            key=key,
+            method=method,
+            path=path,
+            request_hash=fingerprint,
+            status_code=response.status,
+            response_headers=response.headers,
+            response_body=response.body,
+            completed_at=func.now(),
+        )
+    )
+    session.flush()
+
+
+def purge_expired(session: Session) -> int:
+    """Delete keys older than the retention; returns how many."""
+    result = session.execute(
+        text("DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(hours => :h)"),
+        {"h": settings.idempotency_ttl_hours},
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+__all__ = ["StoredResponse", "claim", "purge_expired", "request_fingerprint", "store"]

@@ -1,0 +1,202 @@
+"""ORM models. Uniqueness rules live in the database itself, so no race can break them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Sequence,
+    SmallInteger,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+# One counter orders every accepted write (a single sync, a batch job): SPEC §3 rule 7.
+write_seq = Sequence("write_seq", metadata=Base.metadata)
+
+
+def _created() -> Mapped[datetime]:
+    return mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+class Partner(Base):
+    __tablename__ = "partners"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    name: Mapped[str] = mapped_column(Text, nullable=False)
+    webhook_url: Mapped[str | None] = mapped_column(Text)
+    webhook_secret: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _created()
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    partner_id: Mapped[str] = mapped_column(ForeignKey("partners.id", ondelete="CASCADE"), nullable=False)
+    secret_hash: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = _created()
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Business(Base):
+    __tablename__ = "businesses"
+    __table_args__ = (
+        UniqueConstraint("partner_id", "external_id", name="uq_businesses_partner_external_id"),
+    )
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    partner_id: Mapped[str] = mapped_column(ForeignKey("partners.id", ondelete="CASCADE"), nullable=False)
+    external_id: Mapped[str | None] = mapped_column(Text)
+    name: Mapped[str] = mapped_column(Text, nullable=False)
+    metadata_: Mapped[dict[str, Any]] = mapped_column(
+        "metadata", JSONB, nullable=False, server_default=text("'{}'::jsonb")
+    )
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _created()
+    last_seq: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))
+
+
+Index("ix_businesses_partner_id_id", Business.partner_id, Business.id)
+
+
+class Customer(Base):
+    __tablename__ = "customers"
+    __table_args__ = (
+        UniqueConstraint("business_id", "external_id", name="uq_customers_business_external_id"),
+    )
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    business_id: Mapped[str] = mapped_column(ForeignKey("businesses.id", ondelete="CASCADE"), nullable=False)
+    partner_id: Mapped[str] = mapped_column(ForeignKey("partners.id", ondelete="CASCADE"), nullable=False)
+    external_id: Mapped[str | None] = mapped_column(Text)
+    email_address: Mapped[str | None] = mapped_column(Text)
+    phone_number: Mapped[str | None] = mapped_column(Text)
+    full_name: Mapped[str | None] = mapped_column(Text)
+    metadata_: Mapped[dict[str, Any]] = mapped_column(
+        "metadata", JSONB, nullable=False, server_default=text("'{}'::jsonb")
+    )
+    unsubscribed: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _created()
+    last_seq: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))
+
+
+Index("ix_customers_business_id_id", Customer.business_id, Customer.id)
+Index(
+    "uq_customers_business_email_lower",
+    Customer.business_id,
+    func.lower(Customer.email_address),
+    unique=True,
+)
+
+
+class SyncJob(Base):
+    __tablename__ = "sync_jobs"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    partner_id: Mapped[str] = mapped_column(ForeignKey("partners.id", ondelete="CASCADE"), nullable=False)
+    type: Mapped[str] = mapped_column(Text, nullable=False)
+    business_id: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(Text, nullable=False)
+    seq: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    admitted: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    chunk_count: Mapped[int] = mapped_column(Integer, nullable=False)
+    total: Mapped[int] = mapped_column(Integer, nullable=False)
+    processed: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    created: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    replaced: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    unchanged: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    superseded: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    failed: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    cancelled: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    webhook_url: Mapped[str | None] = mapped_column(Text)
+    request_id: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _created()
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+Index("ix_sync_jobs_partner_id_id", SyncJob.partner_id, SyncJob.id)
+Index(
+    "ix_sync_jobs_unfinished",
+    SyncJob.partner_id,
+    SyncJob.id,
+    postgresql_where=text("finished_at IS NULL"),
+)
+Index("ix_sync_jobs_finished_at", SyncJob.finished_at)
+
+
+class JobChunk(Base):
+    """A slice of a job's records: the unit of work a worker claims, and where its results are kept."""
+
+    __tablename__ = "job_chunks"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("sync_jobs.id", ondelete="CASCADE"), primary_key=True)
+    chunk_no: Mapped[int] = mapped_column(Integer, primary_key=True)
+    first_index: Mapped[int] = mapped_column(Integer, nullable=False)
+    record_count: Mapped[int] = mapped_column(Integer, nullable=False)
+    # One JSON document per line; a line is `null` where the record was rejected at acceptance.
+    payload: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    # {"<offset>": [error, ...]} for records rejected at acceptance (not an object, duplicate, ...).
+    rejections: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    state: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("'pending'"))
+    attempts: Mapped[int] = mapped_column(SmallInteger, nullable=False, server_default=text("0"))
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # JSON array of results in input order, once processed.
+    results: Mapped[bytes | None] = mapped_column(LargeBinary)
+    outcome_counts: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+Index(
+    "ix_job_chunks_open",
+    JobChunk.state,
+    JobChunk.lease_until,
+    postgresql_where=text("state <> 'done'"),
+)
+
+
+class IdempotencyKey(Base):
+    __tablename__ = "idempotency_keys"
+
+    partner_id: Mapped[str] = mapped_column(ForeignKey("partners.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    method: Mapped[str] = mapped_column(Text, nullable=False)
+    path: Mapped[str] = mapped_column(Text, nullable=False)
+    request_hash: Mapped[str] = mapped_column(Text, nullable=False)
+    status_code: Mapped[int | None] = mapped_column(SmallInteger)
+    response_headers: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    response_body: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = _created()
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+Index("ix_idempotency_keys_created_at", IdempotencyKey.created_at)

@@ -1,0 +1,74 @@
+"""Partners and their API keys. Secrets are stored only as hashes and compared in constant time."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core import ids
+from core.models import ApiKey, Partner
+
+# Secrets are 256 random bits, so a fast hash is as strong as a slow one here (nothing to brute-force);
+# a slow KDF would only make every request pay for it.
+_AUTH_CACHE_SECONDS = 30.0
+_cache: dict[tuple[str, str], tuple[str, float]] = {}
+_cache_lock = threading.Lock()
+
+
+@dataclass(frozen=True, slots=True)
+class NewKey:
+    """A freshly created key: the secret is shown once and never stored."""
+
+    partner_id: str
+    key_id: str
+    secret: str
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def create_partner(session: Session, *, name: str) -> NewKey:
+    """A new partner with one API key."""
+    partner = Partner(id=ids.new_id(ids.PARTNER), name=name)
+    session.add(partner)
+    session.flush()
+    return create_key(session, partner_id=partner.id)
+
+
+def create_key(session: Session, *, partner_id: str) -> NewKey:
+    """A new API key for a partner."""
+    secret = "sk_" + secrets.token_urlsafe(32)
+    key = ApiKey(id=ids.new_id(ids.API_KEY), partner_id=partner_id, secret_hash=hash_secret(secret))
+    session.add(key)
+    session.flush()
+    return NewKey(partner_id=partner_id, key_id=key.id, secret=secret)
+
+
+def authenticate(session: Session, *, key_id: str, secret: str) -> str | None:
+    """The partner id a key id and secret belong to, or None. Successful checks are cached for 30 s."""
+    digest = hash_secret(secret)
+    now = time.monotonic()
+    with _cache_lock:
+        hit = _cache.get((key_id, digest))
+    if hit is not None and hit[1] > now:
+        return hit[0]
+    row = session.execute(
+        select(ApiKey.partner_id, ApiKey.secret_hash).where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
+    ).first()
+    # Compare even when the key is unknown, so timing does not tell whether a key id exists.
+    stored = row.secret_hash if row is not None else hash_secret("")
+    if not hmac.compare_digest(stored, digest) or row is None:
+        return None
+    with _cache_lock:
+        if len(_cache) > 10_000:
+            _cache.clear()
+        _cache[(key_id, digest)] = (row.partner_id, now + _AUTH_CACHE_SECONDS)
+    return str(row.partner_id)

@@ -1,0 +1,143 @@
+"""Businesses and customers: reads, API representations, and the single-record sync."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import Select, func, select, text
+from sqlalchemy.orm import Session
+
+from core.errors import RECORD_ERROR_STATUS, DomainError, FieldError, not_found
+from core.models import Business, Customer
+from core.records_repo import apply_records
+from core.schemas import parse_record
+from core.sync import FAILED, RecordOutcome, Scope
+
+T = TypeVar("T", Business, Customer)
+
+
+def rfc3339(value: datetime) -> str:
+    """A timestamp as RFC 3339 in UTC, to the millisecond."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def business_view(b: Business) -> dict[str, Any]:
+    """A business as the API shows it."""
+    return {
+        "id": b.id,
+        "object": "business",
+        "external_id": b.external_id,
+        "name": b.name,
+        "metadata": b.metadata_,
+        "created_at": rfc3339(b.created_at),
+        "updated_at": rfc3339(b.updated_at),
+    }
+
+
+def customer_view(c: Customer) -> dict[str, Any]:
+    """A customer as the API shows it."""
+    return {
+        "id": c.id,
+        "object": "customer",
+        "business_id": c.business_id,
+        "external_id": c.external_id,
+        "email_address": c.email_address,
+        "phone_number": c.phone_number,
+        "full_name": c.full_name,
+        "metadata": c.metadata_,
+        "unsubscribed": c.unsubscribed,
+        "created_at": rfc3339(c.created_at),
+        "updated_at": rfc3339(c.updated_at),
+    }
+
+
+def get_business(session: Session, *, partner_id: str, business_id: str) -> Business:
+    """The partner's business with that id, or `not_found`."""
+    business = session.scalar(
+        select(Business).where(Business.id == business_id, Business.partner_id == partner_id)
+    )
+    if business is None:
+        raise not_found("business")
+    return business
+
+
+def get_customer(session: Session, *, partner_id: str, customer_id: str) -> Customer:
+    """The partner's customer with that id, or `not_found`."""
+    customer = session.scalar(
+        select(Customer).where(Customer.id == customer_id, Customer.partner_id == partner_id)
+    )
+    if customer is None:
+        raise not_found("customer")
+    return customer
+
+
+def _page(
+    session: Session, query: Select[tuple[T]], id_column: Any, *, limit: int, starting_after: str | None
+) -> tuple[Sequence[T], bool]:
+    if starting_after:
+        query = query.where(id_column > starting_after)
+    rows = session.scalars(query.order_by(id_column).limit(limit + 1)).all()
+    return rows[:limit], len(rows) > limit
+
+
+def list_businesses(
+    session: Session, *, partner_id: str, external_id: str | None, limit: int, starting_after: str | None
+) -> tuple[Sequence[Business], bool]:
+    """The partner's businesses, oldest first, one page."""
+    query = select(Business).where(Business.partner_id == partner_id)
+    if external_id is not None:
+        query = query.where(Business.external_id == external_id)
+    return _page(session, query, Business.id, limit=limit, starting_after=starting_after)
+
+
+def list_customers(
+    session: Session,
+    *,
+    business_id: str,
+    external_id: str | None,
+    email_address: str | None,
+    limit: int,
+    starting_after: str | None,
+) -> tuple[Sequence[Customer], bool]:
+    """A business's customers, oldest first, one page; email compared case-insensitively."""
+    query = select(Customer).where(Customer.business_id == business_id)
+    if external_id is not None:
+        query = query.where(Customer.external_id == external_id)
+    if email_address is not None:
+        query = query.where(func.lower(Customer.email_address) == email_address.lower())
+    return _page(session, query, Customer.id, limit=limit, starting_after=starting_after)
+
+
+def next_write_seq(session: Session) -> int:
+    """The sequence number of a newly accepted write (SPEC §3 rule 7)."""
+    return int(session.execute(text("SELECT nextval('write_seq')")).scalar_one())
+
+
+def record_error(errors: list[FieldError]) -> DomainError:
+    """The problem a single sync answers for a failed record."""
+    first = errors[0]
+    if first.code in RECORD_ERROR_STATUS:
+        return DomainError(first.code, first.message, RECORD_ERROR_STATUS[first.code], errors)
+    code = "unknown_field" if all(e.code == "unknown_field" for e in errors) else "validation_error"
+    detail = "; ".join(f"{e.path}: {e.message}" if e.path else e.message for e in errors)
+    return DomainError(code, detail, 422, errors)
+
+
+def sync_one(session: Session, *, scope: Scope, body: dict[str, Any]) -> tuple[RecordOutcome, dict[str, Any]]:
+    """Create or replace one record by the sync rules; return its outcome and the stored record."""
+    payload = parse_record(scope.kind, body)
+    if isinstance(payload, list):
+        raise record_error(payload)
+    seq = next_write_seq(session)
+    outcome = apply_records(session, scope=scope, seq=seq, records=[(0, payload)])[0]
+    if outcome.outcome == FAILED:
+        raise record_error(outcome.errors)
+    assert outcome.id is not None
+    session.expire_all()
+    if scope.kind == "businesses":
+        view = business_view(get_business(session, partner_id=scope.partner_id, business_id=outcome.id))
+    else:
+        view = customer_view(get_customer(session, partner_id=scope.partner_id, customer_id=outcome.id))
+    return outcome, view

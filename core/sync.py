@@ -1,0 +1,255 @@
+"""The sync rules of SPEC §3, applied to a list of records against the stored state they touch.
+
+`plan_records` is pure: given the payloads and the rows they refer to, it decides every record's outcome, in
+input order, each record seeing the state the ones before it left. `core.records_repo` loads those rows, writes
+the plan in a few set-based statements and retries the whole list if a concurrent writer got in between.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+
+from core.errors import FieldError
+from core.schemas import BusinessPayload, CustomerPayload
+
+Kind = Literal["businesses", "customers"]
+Payload = BusinessPayload | CustomerPayload
+Row = dict[str, Any]
+
+CREATED = "created"
+REPLACED = "replaced"
+UNCHANGED = "unchanged"
+SUPERSEDED = "superseded"
+FAILED = "failed"
+CANCELLED = "cancelled"
+OUTCOMES = (CREATED, REPLACED, UNCHANGED, SUPERSEDED, FAILED, CANCELLED)
+
+# The properties a sync writes, per kind; every one not in a payload is blanked.
+PROPERTIES: dict[str, tuple[str, ...]] = {
+    "businesses": ("external_id", "name", "metadata"),
+    "customers": ("external_id", "email_address", "phone_number", "full_name", "metadata"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Where a record lives: a partner's businesses, or one business's customers."""
+
+    kind: Kind
+    partner_id: str
+    business_id: str | None = None
+
+
+@dataclass(slots=True)
+class RecordOutcome:
+    """What became of one record."""
+
+    index: int
+    outcome: str
+    id: str | None = None
+    external_id: str | None = None
+    errors: list[FieldError] = field(default_factory=list)
+
+    def as_result(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "outcome": self.outcome,
+            "id": self.id,
+            "external_id": self.external_id,
+            "errors": [e.as_dict() for e in self.errors],
+        }
+
+
+@dataclass(slots=True)
+class Plan:
+    """The writes that apply a list of records, and each record's outcome."""
+
+    outcomes: list[RecordOutcome]
+    creates: list[Row] = field(default_factory=list)
+    replaces: list[Row] = field(default_factory=list)
+    # Unchanged rows whose sequence must still advance, so an older write cannot overwrite them later.
+    touches: list[str] = field(default_factory=list)
+    # Rows that give up a key another row of this plan takes: their keys are cleared first.
+    release_first: set[str] = field(default_factory=set)
+
+
+def canonical_metadata(value: Any) -> bytes:
+    """Metadata as canonical JSON, to compare a payload with the stored value."""
+    return orjson.dumps(value if value is not None else {}, option=orjson.OPT_SORT_KEYS)
+
+
+def desired_state(kind: Kind, payload: Payload, current_external_id: str | None) -> Row:
+    """The properties a record has once the payload replaced it (everything not sent is blanked)."""
+    external_id = payload.external_id if payload.sets_external_id else current_external_id
+    state: Row = {"external_id": external_id, "metadata": payload.metadata or {}}
+    if kind == "businesses":
+        assert isinstance(payload, BusinessPayload)
+        state["name"] = payload.name
+    else:
+        assert isinstance(payload, CustomerPayload)
+        state["email_address"] = payload.email_address
+        state["phone_number"] = payload.phone_number
+        state["full_name"] = payload.full_name
+    return state
+
+
+def _same(kind: Kind, row: Row, state: Row) -> bool:
+    for prop in PROPERTIES[kind]:
+        if prop == "metadata":
+            if canonical_metadata(row["metadata"]) != canonical_metadata(state["metadata"]):
+                return False
+        elif row[prop] != state[prop]:
+            return False
+    return True
+
+
+def _lower(email: str | None) -> str | None:
+    return email.lower() if email is not None else None
+
+
+def plan_records(
+    *,
+    scope: Scope,
+    seq: int,
+    records: Sequence[tuple[int, Payload | list[FieldError]]],
+    rows: Sequence[Row],
+    new_id: Callable[[], str],
+) -> Plan:
+    """Decide every record's outcome, in input order, against `rows` (every stored row the records name)."""
+    kind = scope.kind
+    customers = kind == "customers"
+    by_id: dict[str, Row] = {row["id"]: dict(row) for row in rows}
+    by_xid: dict[str, str] = {r["external_id"]: i for i, r in by_id.items() if r["external_id"] is not None}
+    by_email: dict[str, str] = {}
+    if customers:
+        by_email = {r["email_address"].lower(): i for i, r in by_id.items() if r["email_address"] is not None}
+    created_ids: set[str] = set()
+    changed: dict[str, Row] = {}
+    touched: set[str] = set()
+    released: dict[tuple[str, str], str] = {}  # (key kind, key) -> the row of this plan that gave it up
+    plan = Plan(outcomes=[])
+
+    for index, payload in records:
+        if isinstance(payload, list):
+            plan.outcomes.append(RecordOutcome(index, FAILED, errors=payload))
+            continue
+        target: Row | None = None
+        if payload.id is not None:
+            target = by_id.get(payload.id)
+            if target is None:
+                plan.outcomes.append(
+                    RecordOutcome(
+                        index,
+                        FAILED,
+                        external_id=payload.external_id,
+                        errors=[FieldError("not_found", f"no {kind[:-1]} with id {payload.id!r}", "id")],
+                    )
+                )
+                continue
+        elif payload.external_id is not None:
+            holder = by_xid.get(payload.external_id)
+            target = by_id[holder] if holder is not None else None
+        else:
+            plan.outcomes.append(
+                RecordOutcome(
+                    index,
+                    FAILED,
+                    errors=[FieldError("missing_identifier", "give an id or an external_id", None)],
+                )
+            )
+            continue
+
+        if target is not None and target["last_seq"] > seq:
+            plan.outcomes.append(RecordOutcome(index, SUPERSEDED, target["id"], target["external_id"]))
+            continue
+
+        state = desired_state(kind, payload, target["external_id"] if target is not None else None)
+        target_id = target["id"] if target is not None else None
+        errors: list[FieldError] = []
+        xid = state["external_id"]
+        if xid is not None and by_xid.get(xid, target_id) != target_id:
+            errors.append(
+                FieldError(
+                    "external_id_conflict",
+                    f"external_id {xid!r} already belongs to {kind[:-1]} {by_xid[xid]}",
+                    "external_id",
+                )
+            )
+        email = _lower(state.get("email_address"))
+        if email is not None and by_email.get(email, target_id) != target_id:
+            errors.append(
+                FieldError(
+                    "email_address_taken",
+                    f"email_address {state['email_address']!r} already belongs to customer {by_email[email]}",
+                    "email_address",
+                )
+            )
+        if errors:
+            plan.outcomes.append(
+                RecordOutcome(index, FAILED, target_id, target["external_id"] if target else None, errors)
+            )
+            continue
+
+        if target is None:
+            row = {"id": new_id(), **state, "last_seq": seq}
+            by_id[row["id"]] = row
+            created_ids.add(row["id"])
+            if xid is not None:
+                by_xid[xid] = row["id"]
+                if ("x", xid) in released:
+                    plan.release_first.add(released[("x", xid)])
+            if email is not None:
+                by_email[email] = row["id"]
+                if ("e", email) in released:
+                    plan.release_first.add(released[("e", email)])
+            plan.outcomes.append(RecordOutcome(index, CREATED, row["id"], xid))
+            continue
+
+        if _same(kind, target, state):
+            if target["last_seq"] < seq and target["id"] not in created_ids:
+                touched.add(target["id"])
+            target["last_seq"] = max(target["last_seq"], seq)
+            plan.outcomes.append(RecordOutcome(index, UNCHANGED, target["id"], xid))
+            continue
+
+        _move_key(by_xid, released, "x", target["external_id"], xid, target["id"], plan)
+        if customers:
+            _move_key(by_email, released, "e", _lower(target["email_address"]), email, target["id"], plan)
+        target.update(state)
+        target["last_seq"] = seq
+        if target["id"] not in created_ids:
+            changed[target["id"]] = target
+            touched.discard(target["id"])
+        plan.outcomes.append(RecordOutcome(index, REPLACED, target["id"], xid))
+
+    plan.creates = [by_id[i] for i in created_ids]
+    plan.replaces = list(changed.values())
+    plan.touches = sorted(touched - changed.keys())
+    plan.release_first &= changed.keys()
+    return plan
+
+
+def _move_key(
+    index: dict[str, str],
+    released: dict[tuple[str, str], str],
+    key_kind: str,
+    old: str | None,
+    new: str | None,
+    row_id: str,
+    plan: Plan,
+) -> None:
+    """Move a unique key of `row_id` from `old` to `new` in the in-memory index."""
+    if old == new:
+        return
+    if old is not None and index.get(old) == row_id:
+        del index[old]
+        released[(key_kind, old)] = row_id
+    if new is not None:
+        index[new] = row_id
+        giver = released.get((key_kind, new))
+        if giver is not None and giver != row_id:
+            plan.release_first.add(giver)
