@@ -173,8 +173,12 @@ def apply_records(
     scope: Scope,
     seq: int,
     records: Sequence[tuple[int, Payload | list[FieldError]]],
+    create_only: bool = False,
 ) -> list[RecordOutcome]:
-    """Apply records by the sync rules inside the session's transaction; return each record's outcome."""
+    """Apply records by the sync rules inside the session's transaction; return each record's outcome.
+
+    `create_only`: see `core.sync.plan_records`.
+    """
     prefix = "biz" if scope.kind == "businesses" else "cus"
     for attempt in range(1, MAX_ATTEMPTS + 1):
         try:
@@ -182,7 +186,12 @@ def apply_records(
                 cur = driver_connection(session).cursor()
                 rows = load_rows(cur, scope, records)
                 plan = plan_records(
-                    scope=scope, seq=seq, records=records, rows=rows, new_id=lambda: ids.new_id(prefix)
+                    scope=scope,
+                    seq=seq,
+                    records=records,
+                    rows=rows,
+                    new_id=lambda: ids.new_id(prefix),
+                    create_only=create_only,
                 )
                 write_plan(cur, scope, seq, plan)
                 return plan.outcomes

@@ -118,8 +118,13 @@ def plan_records(
     records: Sequence[tuple[int, Payload | list[FieldError]]],
     rows: Sequence[Row],
     new_id: Callable[[], str],
+    create_only: bool = False,
 ) -> Plan:
-    """Decide every record's outcome, in input order, against `rows` (every stored row the records name)."""
+    """Decide every record's outcome, in input order, against `rows` (every stored row the records name).
+
+    `create_only` (the legacy create endpoints): every record is a new one, needs no identifier, and an
+    external_id already held is a conflict rather than a target.
+    """
     kind = scope.kind
     customers = kind == "customers"
     by_id: dict[str, Row] = {row["id"]: dict(row) for row in rows}
@@ -138,7 +143,9 @@ def plan_records(
             plan.outcomes.append(RecordOutcome(index, FAILED, errors=payload))
             continue
         target: Row | None = None
-        if payload.id is not None:
+        if create_only:
+            pass
+        elif payload.id is not None:
             target = by_id.get(payload.id)
             if target is None:
                 plan.outcomes.append(
