@@ -67,7 +67,8 @@ def claim(session: Session, *, partner_id: str, key: str, fingerprint: str) -> S
             "use a new key for a new request.",
             422,
         )
-    assert row.status_code is not None and row.response_body is not None
+    assert row.status_code is not None
+    assert row.response_body is not None
     return StoredResponse(row.status_code, dict(row.response_headers or {}), bytes(row.response_body))
 
 

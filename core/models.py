@@ -67,9 +67,7 @@ class ApiKey(Base):
 
 class Business(Base):
     __tablename__ = "businesses"
-    __table_args__ = (
-        UniqueConstraint("partner_id", "external_id", name="uq_businesses_partner_external_id"),
-    )
+    __table_args__ = (UniqueConstraint("partner_id", "external_id", name="uq_businesses_partner_external_id"),)
 
     id: Mapped[str] = mapped_column(Text, primary_key=True)
     partner_id: Mapped[str] = mapped_column(ForeignKey("partners.id", ondelete="CASCADE"), nullable=False)
@@ -88,9 +86,7 @@ Index("ix_businesses_partner_id_id", Business.partner_id, Business.id)
 
 class Customer(Base):
     __tablename__ = "customers"
-    __table_args__ = (
-        UniqueConstraint("business_id", "external_id", name="uq_customers_business_external_id"),
-    )
+    __table_args__ = (UniqueConstraint("business_id", "external_id", name="uq_customers_business_external_id"),)
 
     id: Mapped[str] = mapped_column(Text, primary_key=True)
     business_id: Mapped[str] = mapped_column(ForeignKey("businesses.id", ondelete="CASCADE"), nullable=False)
@@ -136,6 +132,8 @@ class SyncJob(Base):
     superseded: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
     failed: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
     cancelled: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    # Chunks given up on after too many attempts: the job then ends `failed`.
+    abandoned_chunks: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
     webhook_url: Mapped[str | None] = mapped_column(Text)
     request_id: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = _created()

@@ -162,9 +162,7 @@ def write_plan(cur: psycopg.Cursor[Any], scope: Scope, seq: int, plan: Plan) -> 
         if cur.rowcount != len(plan.creates):
             raise Contended(f"{len(plan.creates) - cur.rowcount} inserts lost to a concurrent writer")
     if plan.touches:
-        cur.execute(
-            f"UPDATE {table} SET last_seq = %s WHERE id = ANY(%s) AND last_seq < %s", (seq, plan.touches, seq)
-        )
+        cur.execute(f"UPDATE {table} SET last_seq = %s WHERE id = ANY(%s) AND last_seq < %s", (seq, plan.touches, seq))
 
 
 def apply_records(
@@ -201,3 +199,27 @@ def apply_records(
             log.info("sync contended (%s), attempt %d: %s", type(exc).__name__, attempt, exc)
             time.sleep(random.uniform(0, 0.02 * attempt))
     raise AssertionError("unreachable")
+
+
+def apply_isolating(
+    session: Session,
+    *,
+    scope: Scope,
+    seq: int,
+    records: Sequence[tuple[int, Payload | list[FieldError]]],
+) -> list[RecordOutcome]:
+    """`apply_records`, but a record the database rejects fails alone: the list is split in halves until the
+    bad records are isolated (a savepoint per half, never one per row)."""
+    try:
+        return apply_records(session, scope=scope, seq=seq, records=records)
+    except (psycopg.DataError, psycopg.IntegrityError) as exc:
+        if len(records) == 1:
+            index = records[0][0]
+            message = exc.diag.message_primary or type(exc).__name__
+            log.warning("record %d rejected by the database: %s", index, message)
+            error = FieldError("rejected_by_database", f"the database refused this record: {message}", None)
+            return [RecordOutcome(index, "failed", errors=[error])]
+        middle = len(records) // 2
+        return apply_isolating(session, scope=scope, seq=seq, records=records[:middle]) + apply_isolating(
+            session, scope=scope, seq=seq, records=records[middle:]
+        )

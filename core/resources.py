@@ -55,9 +55,7 @@ def customer_view(c: Customer) -> dict[str, Any]:
 
 def get_business(session: Session, *, partner_id: str, business_id: str) -> Business:
     """The partner's business with that id, or `not_found`."""
-    business = session.scalar(
-        select(Business).where(Business.id == business_id, Business.partner_id == partner_id)
-    )
+    business = session.scalar(select(Business).where(Business.id == business_id, Business.partner_id == partner_id))
     if business is None:
         raise not_found("business")
     return business
@@ -65,9 +63,7 @@ def get_business(session: Session, *, partner_id: str, business_id: str) -> Busi
 
 def get_customer(session: Session, *, partner_id: str, customer_id: str) -> Customer:
     """The partner's customer with that id, or `not_found`."""
-    customer = session.scalar(
-        select(Customer).where(Customer.id == customer_id, Customer.partner_id == partner_id)
-    )
+    customer = session.scalar(select(Customer).where(Customer.id == customer_id, Customer.partner_id == partner_id))
     if customer is None:
         raise not_found("customer")
     return customer

@@ -143,9 +143,7 @@ PAYLOAD_MODELS: dict[str, type[BusinessPayload] | type[CustomerPayload]] = {
 }
 
 
-def parse_record(
-    kind: str, raw: bytes | dict[str, Any]
-) -> BusinessPayload | CustomerPayload | list[FieldError]:
+def parse_record(kind: str, raw: bytes | dict[str, Any]) -> BusinessPayload | CustomerPayload | list[FieldError]:
     """Validate one record given as JSON bytes or as a parsed object; return the payload or its errors."""
     model = PAYLOAD_MODELS[kind]
     try:

@@ -104,6 +104,7 @@ def upgrade() -> None:
         sa.Column("superseded", sa.Integer(), server_default=sa.text("0"), nullable=False),
         sa.Column("failed", sa.Integer(), server_default=sa.text("0"), nullable=False),
         sa.Column("cancelled", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("abandoned_chunks", sa.Integer(), server_default=sa.text("0"), nullable=False),
         sa.Column("webhook_url", sa.Text(), nullable=True),
         sa.Column("request_id", sa.Text(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
@@ -196,9 +197,7 @@ def downgrade() -> None:
     op.drop_index("uq_customers_business_email_lower", table_name="customers")
     op.drop_index("ix_customers_business_id_id", table_name="customers")
     op.drop_table("customers")
-    op.drop_index(
-        "ix_sync_jobs_unfinished", table_name="sync_jobs", postgresql_where=sa.text("finished_at IS NULL")
-    )
+    op.drop_index("ix_sync_jobs_unfinished", table_name="sync_jobs", postgresql_where=sa.text("finished_at IS NULL"))
     op.drop_index("ix_sync_jobs_partner_id_id", table_name="sync_jobs")
     op.drop_index("ix_sync_jobs_finished_at", table_name="sync_jobs")
     op.drop_table("sync_jobs")

@@ -1,0 +1,86 @@
+"""Jobs: status, lists, per-record results (paged or streamed as NDJSON), cancel."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response, StreamingResponse
+
+from api.deps import DbSession, PartnerId
+from api.idempotency import idempotent
+from api.responses import json_response
+from core import jobs, results
+
+router = APIRouter(tags=["jobs"])
+
+Status = Literal["queued", "running", "completed", "cancelled", "failed"]
+Outcome = Literal["created", "replaced", "unchanged", "superseded", "failed", "cancelled"]
+Limit = Annotated[int, Query(ge=1, le=1000)]
+
+
+@router.get("/jobs/{job_id}", summary="A job's status and counts")
+def get_job(session: DbSession, partner_id: PartnerId, job_id: str) -> Response:
+    return json_response(jobs.job_view(jobs.get_job(session, partner_id=partner_id, job_id=job_id)))
+
+
+@router.get("/jobs", summary="The partner's jobs, newest first")
+def list_jobs(
+    session: DbSession,
+    partner_id: PartnerId,
+    status: Status | None = None,
+    type: Literal["businesses", "customers"] | None = None,  # noqa: A002
+    limit: Limit = 100,
+    starting_after: str | None = None,
+) -> Response:
+    rows, has_more = jobs.list_jobs(
+        session, partner_id=partner_id, status=status, kind=type, limit=limit, starting_after=starting_after
+    )
+    data = [jobs.job_view(j) for j in rows]
+    return json_response(
+        {"object": "list", "data": data, "has_more": has_more, "next_cursor": data[-1]["id"] if has_more else None}
+    )
+
+
+@router.get(
+    "/jobs/{job_id}/results",
+    summary="Per-record results in input order",
+    responses={200: {"content": {"application/x-ndjson": {}}, "description": "A page, or every result as NDJSON"}},
+)
+def job_results(
+    request: Request,
+    session: DbSession,
+    partner_id: PartnerId,
+    job_id: str,
+    outcome: Outcome | None = None,
+    limit: Limit = 100,
+    starting_after: Annotated[int | None, Query(ge=-1, description="Return results after this index")] = None,
+) -> Response:
+    """Results of the records processed so far. `Accept: application/x-ndjson` streams every one."""
+    job = jobs.get_job(session, partner_id=partner_id, job_id=job_id)
+    after = -1 if starting_after is None else starting_after
+    if "application/x-ndjson" in request.headers.get("accept", ""):
+        return StreamingResponse(
+            results.stream_results_ndjson(job.id, outcome=outcome, after=after), media_type="application/x-ndjson"
+        )
+    page, has_more = results.results_page(session, job.id, outcome=outcome, starting_after=after, limit=limit)
+    return json_response(
+        {
+            "object": "list",
+            "data": page,
+            "has_more": has_more,
+            "next_cursor": str(page[-1]["index"]) if has_more else None,
+        }
+    )
+
+
+@router.post("/jobs/{job_id}/cancel", summary="Cancel a job")
+def cancel_job(request: Request, session: DbSession, partner_id: PartnerId, job_id: str) -> Response:
+    """Records not yet processed end `cancelled`; processed ones stay. A finished job answers 409."""
+    return idempotent(
+        request,
+        session,
+        partner_id,
+        b"",
+        lambda: json_response(jobs.job_view(jobs.cancel_job(session, partner_id=partner_id, job_id=job_id))),
+    )

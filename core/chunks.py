@@ -1,0 +1,201 @@
+"""Processing one chunk of a job: claim it, apply its records, record every outcome and move the counters.
+
+A chunk is processed in one transaction that holds an advisory lock on it for its whole length. The attempt is
+counted first, in its own committed transaction, so a worker killed mid-chunk leaves the count behind: a chunk
+that keeps killing its worker ends, after PFSYNC_MAX_CHUNK_ATTEMPTS, with its records `failed` (internal_error).
+Results and counters are written in the same transaction as the records they describe.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+
+import orjson
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from core import logs
+from core.config import settings
+from core.db import get_engine, session_scope
+from core.errors import FieldError
+from core.jobs import ChunkKey, _release_window, admit_jobs
+from core.models import SyncJob
+from core.records_repo import apply_isolating
+from core.schemas import parse_record
+from core.sync import CANCELLED, FAILED, OUTCOMES, Payload, RecordOutcome, Scope
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class ChunkDone:
+    """What a processed chunk leads to: more chunks to publish, and the job if it just finished."""
+
+    to_publish: list[ChunkKey] = field(default_factory=list)
+    finished_job: str | None = None
+    outcomes: Counter[str] = field(default_factory=Counter)
+
+
+def _try_lock(session: Session, job_id: str, chunk_no: int) -> bool:
+    return bool(
+        session.execute(
+            text("SELECT pg_try_advisory_xact_lock(hashtextextended(:j || ':' || :c, 13))"),
+            {"j": job_id, "c": str(chunk_no)},
+        ).scalar_one()
+    )
+
+
+def _claim(job_id: str, chunk_no: int) -> int | None:
+    """Count an attempt and extend the lease, committed at once; None if the chunk is already done."""
+    with get_engine().begin() as conn:
+        attempts = conn.execute(
+            text(
+                "UPDATE job_chunks SET attempts = attempts + 1, "
+                "lease_until = now() + make_interval(secs => :lease) "
+                "WHERE job_id = :j AND chunk_no = :c AND state = 'queued' RETURNING attempts"
+            ),
+            {"j": job_id, "c": chunk_no, "lease": settings.lease_seconds},
+        ).scalar_one_or_none()
+        if attempts is not None:
+            conn.execute(
+                text("UPDATE sync_jobs SET status = 'running', started_at = now() WHERE id = :j AND status = 'queued'"),
+                {"j": job_id},
+            )
+    return attempts
+
+
+def _raw_external_id(line: bytes) -> str | None:
+    """The external_id a record that failed validation was sent with, to label its result."""
+    try:
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    xid = value.get("external_id") if isinstance(value, dict) else None
+    return xid if isinstance(xid, str) else None
+
+
+def _decode(
+    kind: str, first_index: int, payload: bytes, rejections: dict[str, list[dict[str, str | None]]] | None
+) -> tuple[list[tuple[int, Payload | list[FieldError]]], dict[int, str]]:
+    """The chunk's records, validated, and the external_ids of those that failed before planning."""
+    records: list[tuple[int, Payload | list[FieldError]]] = []
+    labels: dict[int, str] = {}
+    rejected = rejections or {}
+    for offset, line in enumerate(payload.split(b"\n")):
+        index = first_index + offset
+        errors = rejected.get(str(offset))
+        parsed = [FieldError(**e) for e in errors] if errors is not None else parse_record(kind, line)  # type: ignore[arg-type]
+        if isinstance(parsed, list):
+            xid = _raw_external_id(line)
+            if xid is not None:
+                labels[index] = xid
+        records.append((index, parsed))
+    return records, labels
+
+
+def _finish(session: Session, job: SyncJob, chunk_no: int, outcomes: list[RecordOutcome], abandoned: bool) -> ChunkDone:
+    counts = Counter(o.outcome for o in outcomes)
+    session.execute(
+        text(
+            "UPDATE job_chunks SET state = 'done', results = :r, outcome_counts = CAST(:oc AS jsonb), "
+            "processed_at = now(), lease_until = NULL WHERE job_id = :j AND chunk_no = :c"
+        ),
+        {
+            "r": orjson.dumps([o.as_result() for o in outcomes]),
+            "oc": orjson.dumps(counts).decode(),
+            "j": job.id,
+            "c": chunk_no,
+        },
+    )
+    n = len(outcomes)
+    params = {name: counts.get(name, 0) for name in OUTCOMES}
+    row = session.execute(
+        text(
+            "UPDATE sync_jobs SET processed = processed + :n, created = created + :created, "
+            "replaced = replaced + :replaced, unchanged = unchanged + :unchanged, "
+            "superseded = superseded + :superseded, failed = failed + :failed, cancelled = cancelled + :cancelled, "
+            "abandoned_chunks = abandoned_chunks + :abandoned, started_at = coalesce(started_at, now()), "
+            "status = CASE WHEN processed + :n >= total THEN "
+            "  CASE WHEN cancel_requested_at IS NOT NULL THEN 'cancelled' "
+            "       WHEN abandoned_chunks + :abandoned > 0 THEN 'failed' ELSE 'completed' END "
+            "  ELSE 'running' END, "
+            "finished_at = CASE WHEN processed + :n >= total THEN now() END "
+            "WHERE id = :j RETURNING finished_at IS NOT NULL AS finished, cancel_requested_at IS NOT NULL AS cancel"
+        ),
+        {**params, "n": n, "abandoned": int(abandoned), "j": job.id},
+    ).one()
+    done = ChunkDone(outcomes=counts)
+    if row.finished:
+        done.finished_job = job.id
+        done.to_publish = admit_jobs(session, job.partner_id)
+    elif not row.cancel:
+        done.to_publish = _release_window(session, job.id, 1)
+    return done
+
+
+def settle_chunk(session: Session, *, job_id: str, chunk_no: int, reason: str) -> ChunkDone | None:
+    """End a chunk without applying it: `cancelled`, or `abandoned` (its records fail with internal_error).
+
+    Records rejected at acceptance keep their own errors. None if a worker holds the chunk right now.
+    """
+    if not _try_lock(session, job_id, chunk_no):
+        return None
+    chunk = session.execute(
+        text(
+            "SELECT first_index, record_count, rejections, attempts FROM job_chunks "
+            "WHERE job_id = :j AND chunk_no = :c AND state <> 'done'"
+        ),
+        {"j": job_id, "c": chunk_no},
+    ).one_or_none()
+    if chunk is None:
+        return None
+    job = session.get(SyncJob, job_id)
+    assert job is not None
+    rejected = chunk.rejections or {}
+    outcomes: list[RecordOutcome] = []
+    for offset in range(chunk.record_count):
+        index = chunk.first_index + offset
+        if str(offset) in rejected:
+            errors = [FieldError(**e) for e in rejected[str(offset)]]
+            outcomes.append(RecordOutcome(index, FAILED, errors=errors))
+        elif reason == "cancelled":
+            outcomes.append(RecordOutcome(index, CANCELLED))
+        else:
+            message = f"processing failed {chunk.attempts - 1} times; the record was not applied"
+            outcomes.append(RecordOutcome(index, FAILED, errors=[FieldError("internal_error", message, None)]))
+    return _finish(session, job, chunk_no, outcomes, abandoned=reason == "abandoned")
+
+
+def process_chunk(job_id: str, chunk_no: int) -> ChunkDone | None:
+    """Claim and apply one chunk. None when there was nothing to do (done already, or held by a live worker)."""
+    token = logs.job_id.set(job_id)
+    try:
+        with session_scope() as session:
+            if not _try_lock(session, job_id, chunk_no):
+                log.info("chunk %s/%d held by another worker", job_id, chunk_no)
+                return None
+            attempts = _claim(job_id, chunk_no)
+            if attempts is None:
+                return None
+            job = session.get(SyncJob, job_id)
+            assert job is not None
+            if attempts > settings.max_chunk_attempts:
+                log.error("chunk %s/%d abandoned after %d attempts", job_id, chunk_no, attempts - 1)
+                return settle_chunk(session, job_id=job_id, chunk_no=chunk_no, reason="abandoned")
+            if job.cancel_requested_at is not None:
+                return settle_chunk(session, job_id=job_id, chunk_no=chunk_no, reason="cancelled")
+            chunk = session.execute(
+                text("SELECT first_index, payload, rejections FROM job_chunks WHERE job_id = :j AND chunk_no = :c"),
+                {"j": job_id, "c": chunk_no},
+            ).one()
+            records, labels = _decode(job.type, chunk.first_index, bytes(chunk.payload), chunk.rejections)
+            scope = Scope(job.type, job.partner_id, job.business_id)  # type: ignore[arg-type]
+            outcomes = apply_isolating(session, scope=scope, seq=job.seq, records=records)
+            for outcome in outcomes:
+                if outcome.external_id is None and outcome.index in labels:
+                    outcome.external_id = labels[outcome.index]
+            return _finish(session, job, chunk_no, outcomes, abandoned=False)
+    finally:
+        logs.job_id.reset(token)

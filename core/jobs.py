@@ -1,0 +1,251 @@
+"""The job lifecycle: acceptance, admission, cancel, the sweeper's lease repair, retention.
+
+A job's records live in `job_chunks` rows; a chunk is the unit a worker claims. Only a window of each job's chunks
+is released to the broker at a time (PFSYNC_JOB_PARALLELISM), and only a few jobs per partner are admitted at once
+(PFSYNC_MAX_ACTIVE_JOBS_PER_PARTNER), so a large job cannot starve the others. Released chunks carry a lease:
+whatever the broker loses, the sweeper publishes again once the lease runs out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from core import ids
+from core.batch import Chunk
+from core.config import settings
+from core.errors import DomainError, not_found
+from core.models import SyncJob
+from core.records_repo import driver_connection
+from core.resources import next_write_seq, rfc3339
+
+ChunkKey = tuple[str, int]
+COUNTERS = ("created", "replaced", "unchanged", "superseded", "failed", "cancelled")
+FINISHED = ("completed", "cancelled", "failed")
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    job: SyncJob
+    to_publish: list[ChunkKey]
+
+
+def job_view(job: SyncJob) -> dict[str, Any]:
+    """A job as the API shows it."""
+    return {
+        "id": job.id,
+        "object": "sync_job",
+        "type": job.type,
+        "business_id": job.business_id,
+        "status": job.status,
+        "counts": {
+            "total": job.total,
+            "processed": job.processed,
+            **{name: getattr(job, name) for name in COUNTERS},
+        },
+        "created_at": rfc3339(job.created_at),
+        "started_at": rfc3339(job.started_at) if job.started_at else None,
+        "finished_at": rfc3339(job.finished_at) if job.finished_at else None,
+        "cancel_requested_at": rfc3339(job.cancel_requested_at) if job.cancel_requested_at else None,
+        "links": {"self": f"/jobs/{job.id}", "results": f"/jobs/{job.id}/results"},
+    }
+
+
+def _lock_partner(session: Session, partner_id: str) -> None:
+    session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:p, 11))"), {"p": partner_id})
+
+
+def _release_window(session: Session, job_id: str, count: int) -> list[ChunkKey]:
+    """Release up to `count` more pending chunks of a job to the broker, with a fresh lease."""
+    rows = session.execute(
+        text(
+            "UPDATE job_chunks SET state = 'queued', lease_until = now() + make_interval(secs => :lease) "
+            "WHERE (job_id, chunk_no) IN (SELECT job_id, chunk_no FROM job_chunks "
+            "  WHERE job_id = :job AND state = 'pending' ORDER BY chunk_no LIMIT :n FOR UPDATE SKIP LOCKED) "
+            "RETURNING job_id, chunk_no"
+        ),
+        {"job": job_id, "n": count, "lease": settings.lease_seconds},
+    ).all()
+    return [(r.job_id, r.chunk_no) for r in rows]
+
+
+def admit_jobs(session: Session, partner_id: str) -> list[ChunkKey]:
+    """Admit the partner's oldest waiting jobs while it has fewer than the cap running; release their windows."""
+    _lock_partner(session, partner_id)
+    active = session.execute(
+        text("SELECT count(*) FROM sync_jobs WHERE partner_id = :p AND finished_at IS NULL AND admitted"),
+        {"p": partner_id},
+    ).scalar_one()
+    room = settings.max_active_jobs_per_partner - active
+    if room <= 0:
+        return []
+    waiting = session.execute(
+        text(
+            "UPDATE sync_jobs SET admitted = true WHERE id IN (SELECT id FROM sync_jobs "
+            "  WHERE partner_id = :p AND finished_at IS NULL AND NOT admitted ORDER BY id LIMIT :n) RETURNING id"
+        ),
+        {"p": partner_id, "n": room},
+    ).scalars()
+    released: list[ChunkKey] = []
+    for job_id in sorted(waiting):
+        released += _release_window(session, job_id, settings.job_parallelism)
+    return released
+
+
+def create_job(
+    session: Session,
+    *,
+    partner_id: str,
+    kind: str,
+    business_id: str | None,
+    chunks: list[Chunk],
+    total: int,
+    request_id: str | None = None,
+    webhook_url: str | None = None,
+) -> Accepted:
+    """Store a job and all its records; return the chunks to publish once the transaction commits."""
+    job = SyncJob(
+        id=ids.new_id(ids.JOB),
+        partner_id=partner_id,
+        type=kind,
+        business_id=business_id,
+        status="queued",
+        seq=next_write_seq(session),
+        chunk_count=len(chunks),
+        total=total,
+        request_id=request_id,
+        webhook_url=webhook_url,
+        processed=0,
+        created=0,
+        replaced=0,
+        unchanged=0,
+        superseded=0,
+        failed=0,
+        cancelled=0,
+        abandoned_chunks=0,
+        admitted=False,
+    )
+    session.add(job)
+    session.flush()
+    with driver_connection(session).cursor() as cur:
+        cur.executemany(
+            "INSERT INTO job_chunks (job_id, chunk_no, first_index, record_count, payload, rejections) "
+            "VALUES (%s, %s, %s, %s, %s, %s::jsonb)",
+            [
+                (
+                    job.id,
+                    c.chunk_no,
+                    c.first_index,
+                    c.record_count,
+                    c.payload,
+                    None if c.rejections is None else _json(c.rejections),
+                )
+                for c in chunks
+            ],
+        )
+    to_publish = admit_jobs(session, partner_id)
+    session.refresh(job)
+    return Accepted(job, to_publish)
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def get_job(session: Session, *, partner_id: str, job_id: str, for_update: bool = False) -> SyncJob:
+    """The partner's job, or `not_found`."""
+    query = select(SyncJob).where(SyncJob.id == job_id, SyncJob.partner_id == partner_id)
+    if for_update:
+        query = query.with_for_update()
+    job = session.scalar(query)
+    if job is None:
+        raise not_found("job")
+    return job
+
+
+def list_jobs(
+    session: Session,
+    *,
+    partner_id: str,
+    status: str | None,
+    kind: str | None,
+    limit: int,
+    starting_after: str | None,
+) -> tuple[list[SyncJob], bool]:
+    """The partner's jobs, newest first."""
+    query = select(SyncJob).where(SyncJob.partner_id == partner_id)
+    if status:
+        query = query.where(SyncJob.status == status)
+    if kind:
+        query = query.where(SyncJob.type == kind)
+    if starting_after:
+        query = query.where(SyncJob.id < starting_after)
+    rows = list(session.scalars(query.order_by(SyncJob.id.desc()).limit(limit + 1)))
+    return rows[:limit], len(rows) > limit
+
+
+def cancel_job(session: Session, *, partner_id: str, job_id: str) -> SyncJob:
+    """Cancel a job: every chunk no worker holds ends `cancelled` now; chunks being processed finish."""
+    from core.chunks import settle_chunk
+
+    job = get_job(session, partner_id=partner_id, job_id=job_id, for_update=True)
+    if job.status in FINISHED:
+        raise DomainError("job_finished", f"The job is already {job.status}; there is nothing to cancel.", 409)
+    session.execute(
+        text("UPDATE sync_jobs SET cancel_requested_at = coalesce(cancel_requested_at, now()) WHERE id = :j"),
+        {"j": job.id},
+    )
+    open_chunks = session.execute(
+        text("SELECT chunk_no FROM job_chunks WHERE job_id = :j AND state <> 'done' ORDER BY chunk_no"),
+        {"j": job.id},
+    ).scalars()
+    for chunk_no in list(open_chunks):
+        settle_chunk(session, job_id=job.id, chunk_no=chunk_no, reason="cancelled")
+    session.expire(job)
+    return get_job(session, partner_id=partner_id, job_id=job_id)
+
+
+def sweep(session: Session) -> list[ChunkKey]:
+    """Chunks whose lease ran out (their message lost, or their worker gone): lease them again to republish.
+
+    Also admits waiting jobs whose partner has room, in case a finishing worker died before admitting them.
+    """
+    rows = session.execute(
+        text(
+            "UPDATE job_chunks SET lease_until = now() + make_interval(secs => :lease) "
+            "WHERE (job_id, chunk_no) IN (SELECT job_id, chunk_no FROM job_chunks "
+            "  WHERE state = 'queued' AND lease_until < now() ORDER BY lease_until LIMIT 5000 "
+            "  FOR UPDATE SKIP LOCKED) RETURNING job_id, chunk_no"
+        ),
+        {"lease": settings.lease_seconds},
+    ).all()
+    keys = [(r.job_id, r.chunk_no) for r in rows]
+    partners = session.execute(
+        text("SELECT DISTINCT partner_id FROM sync_jobs WHERE finished_at IS NULL AND NOT admitted")
+    ).scalars()
+    for partner_id in list(partners):
+        keys += admit_jobs(session, partner_id)
+    # A job whose window emptied without releasing more (its worker died between commit and publish).
+    stalled = session.execute(
+        text(
+            "SELECT j.id FROM sync_jobs j WHERE j.finished_at IS NULL AND j.admitted AND NOT EXISTS "
+            "(SELECT 1 FROM job_chunks c WHERE c.job_id = j.id AND c.state = 'queued') "
+            "AND EXISTS (SELECT 1 FROM job_chunks c WHERE c.job_id = j.id AND c.state = 'pending')"
+        )
+    ).scalars()
+    for job_id in list(stalled):
+        keys += _release_window(session, job_id, settings.job_parallelism)
+    return keys
+
+
+def purge_expired_jobs(session: Session) -> int:
+    """Delete jobs (and their records and results) finished more than the retention ago."""
+    result = session.execute(
+        text("DELETE FROM sync_jobs WHERE finished_at < now() - make_interval(days => :d)"),
+        {"d": settings.job_retention_days},
+    )
+    return int(getattr(result, "rowcount", 0) or 0)

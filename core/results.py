@@ -1,0 +1,90 @@
+"""Reading a job's results: in input order, filtered by outcome, paged or streamed, and Pocketflows' shape."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from core.db import session_scope
+from core.models import Business, Customer, SyncJob
+from core.resources import business_view, customer_view
+from core.sync import OUTCOMES
+
+
+def iter_results(
+    session: Session, job_id: str, *, outcome: str | None = None, after: int = -1
+) -> Iterator[dict[str, Any]]:
+    """Results of processed records with index > `after`, in input order, one chunk in memory at a time."""
+    query = (
+        "SELECT chunk_no FROM job_chunks WHERE job_id = :j AND state = 'done' "
+        "AND first_index + record_count > :after + 1"
+    )
+    if outcome is not None:
+        query += " AND coalesce((outcome_counts ->> :o)::int, 0) > 0"
+    chunk_nos = list(
+        session.execute(text(query + " ORDER BY chunk_no"), {"j": job_id, "after": after, "o": outcome}).scalars()
+    )
+    for chunk_no in chunk_nos:
+        blob = session.execute(
+            text("SELECT results FROM job_chunks WHERE job_id = :j AND chunk_no = :c"),
+            {"j": job_id, "c": chunk_no},
+        ).scalar_one()
+        for result in orjson.loads(blob):
+            if result["index"] > after and (outcome is None or result["outcome"] == outcome):
+                yield result
+
+
+def results_page(
+    session: Session, job_id: str, *, outcome: str | None, starting_after: int, limit: int
+) -> tuple[list[dict[str, Any]], bool]:
+    """One page of results."""
+    page: list[dict[str, Any]] = []
+    for result in iter_results(session, job_id, outcome=outcome, after=starting_after):
+        page.append(result)
+        if len(page) > limit:
+            break
+    return page[:limit], len(page) > limit
+
+
+def stream_results_ndjson(job_id: str, *, outcome: str | None, after: int) -> Iterator[bytes]:
+    """Every (filtered) result as NDJSON lines, for a streaming response."""
+    with session_scope() as session:
+        buffer: list[bytes] = []
+        for result in iter_results(session, job_id, outcome=outcome, after=after):
+            buffer.append(orjson.dumps(result))
+            if len(buffer) >= 1000:
+                yield b"\n".join(buffer) + b"\n"
+                buffer.clear()
+        if buffer:
+            yield b"\n".join(buffer) + b"\n"
+
+
+def compat_body(session: Session, job: SyncJob) -> dict[str, Any]:
+    """Pocketflows' synchronous batch answer: an object (or null) per input index, and every error."""
+    objects: list[dict[str, Any] | None] = [None] * job.total
+    errors: list[dict[str, Any]] = []
+    wanted: dict[str, list[int]] = {}
+    for result in iter_results(session, job.id):
+        index = result["index"]
+        if result["outcome"] in ("failed", "cancelled"):
+            for error in result["errors"] or [
+                {"code": "cancelled", "message": "the job was cancelled first", "path": None}
+            ]:
+                errors.append({"index": index, "external_id": result["external_id"], **error})
+        elif result["id"] is not None:
+            wanted.setdefault(result["id"], []).append(index)
+    model = Business if job.type == "businesses" else Customer
+    view = business_view if job.type == "businesses" else customer_view
+    id_list = list(wanted)
+    for start in range(0, len(id_list), 5000):
+        for row in session.scalars(select(model).where(model.id.in_(id_list[start : start + 5000]))):
+            for index in wanted[row.id]:
+                objects[index] = view(row)  # type: ignore[arg-type]
+    return {job.type: objects, "errors": errors}
+
+
+__all__ = ["OUTCOMES", "compat_body", "iter_results", "results_page", "stream_results_ndjson"]

@@ -1,0 +1,116 @@
+"""End-to-end fixtures: a real Celery worker (and scheduler) as separate processes on the test database."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import DATABASE_URL, REDIS_URL, ROOT
+
+
+def process_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=DATABASE_URL,
+        REDIS_URL=REDIS_URL,
+        PFSYNC_QUEUE_NAME=os.environ["PFSYNC_QUEUE_NAME"],
+        PFSYNC_LOG_JSON="true",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+class Process:
+    """A child process with its output in a log file; stopped with SIGTERM, then SIGKILL."""
+
+    def __init__(self, name: str, args: list[str], log_dir: Path, **env: str) -> None:
+        self.name = name
+        self.args = args
+        self.log_path = log_dir / f"{name}.log"
+        self.env = process_env(**env)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Process:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            self.args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, sig)
+            self.proc.wait(timeout)
+        except (subprocess.TimeoutExpired, ProcessLookupError):
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(5)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def worker_process(log_dir: Path, name: str = "worker", concurrency: int = 2, **env: str) -> Process:
+    return Process(
+        name,
+        [
+            sys.executable, "-m", "celery", "-A", "workers.app:celery_app", "worker",
+            "-Q", os.environ["PFSYNC_QUEUE_NAME"], "-c", str(concurrency), "-E",
+            "--without-mingle", "--without-gossip", "-n", f"{name}-{os.getpid()}@%h", "--loglevel", "INFO",
+        ],
+        log_dir,
+        **env,
+    )  # fmt: skip
+
+
+def scheduler_process(log_dir: Path, **env: str) -> Process:
+    return Process("scheduler", [sys.executable, "-c", "from workers.scheduler import main; main()"], log_dir, **env)
+
+
+@pytest.fixture(scope="session")
+def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("processes")
+
+
+@pytest.fixture(scope="session")
+def worker(log_dir: Path) -> Iterator[Process]:
+    """One Celery worker (2 processes) for the whole e2e session."""
+    process = worker_process(log_dir).start()
+    yield process
+    process.stop()
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30, interval: float = 0.1, what: str = "condition") -> Any:
+    """Poll until `predicate()` is truthy; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def wait_job(client: Any, job_id: str, timeout: float = 60) -> dict[str, Any]:
+    """Poll a job until it is finished; return it."""
+
+    def finished() -> dict[str, Any] | None:
+        job: dict[str, Any] = client.get(f"/jobs/{job_id}").json()
+        return job if job["status"] in ("completed", "cancelled", "failed") else None
+
+    result: dict[str, Any] = wait_for(finished, timeout, 0.1, f"job {job_id}")
+    return result
