@@ -40,7 +40,12 @@ def get_engine() -> Engine:
                 max_overflow=settings.db_pool_size,
                 pool_pre_ping=True,
                 pool_recycle=1800,
-                connect_args={"connect_timeout": 5, "application_name": "pfsync"},
+                # Short OLTP statements: parallel workers cost more to start than they save, on few cores.
+                connect_args={
+                    "connect_timeout": 5,
+                    "application_name": "pfsync",
+                    "options": "-c max_parallel_workers_per_gather=0",
+                },
             )
             _engine_pid = os.getpid()
             _sessionmaker = sessionmaker(_engine, expire_on_commit=False)

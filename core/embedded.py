@@ -30,7 +30,7 @@ def ensure_postgres(data_dir: Path) -> str:
             import pgserver
 
             # "stop": the server stops when the last process that uses it exits.
-            handle = pgserver.get_server(pgdata, cleanup_mode="stop")
+            handle = pgserver.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
         _pg_handles[pgdata] = handle
     uri: str = handle.get_uri()  # type: ignore[attr-defined]
     return uri

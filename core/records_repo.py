@@ -86,10 +86,14 @@ def load_rows(
     if not (id_list or xids or emails):
         return []
     if scope.kind == "businesses":
+        # One index probe per key and index (an OR of the three would scan the whole scope); rows locked in id
+        # order so that overlapping chunks cannot deadlock on them.
         cur.execute(
-            "SELECT id, external_id, name, metadata::text, last_seq FROM businesses "
-            "WHERE partner_id = %s AND (id = ANY(%s) OR external_id = ANY(%s)) ORDER BY id FOR UPDATE",
-            (scope.partner_id, id_list, xids),
+            "SELECT id, external_id, name, metadata::text, last_seq FROM businesses WHERE id IN ("
+            " SELECT id FROM businesses WHERE partner_id = %(scope)s AND id = ANY(%(ids)s)"
+            " UNION ALL SELECT id FROM businesses WHERE partner_id = %(scope)s AND external_id = ANY(%(xids)s)"
+            ") ORDER BY id FOR UPDATE",
+            {"scope": scope.partner_id, "ids": id_list, "xids": xids},
         )
         return [
             {"id": r[0], "external_id": r[1], "name": r[2], "metadata": orjson.loads(r[3]), "last_seq": r[4]}
@@ -97,9 +101,12 @@ def load_rows(
         ]
     cur.execute(
         "SELECT id, external_id, email_address, phone_number, full_name, metadata::text, last_seq FROM customers "
-        "WHERE business_id = %s AND (id = ANY(%s) OR external_id = ANY(%s) OR lower(email_address) = ANY(%s)) "
-        "ORDER BY id FOR UPDATE",
-        (scope.business_id, id_list, xids, emails),
+        "WHERE id IN ("
+        " SELECT id FROM customers WHERE business_id = %(scope)s AND id = ANY(%(ids)s)"
+        " UNION ALL SELECT id FROM customers WHERE business_id = %(scope)s AND external_id = ANY(%(xids)s)"
+        " UNION ALL SELECT id FROM customers WHERE business_id = %(scope)s AND lower(email_address) = ANY(%(emails)s)"
+        ") ORDER BY id FOR UPDATE",
+        {"scope": scope.business_id, "ids": id_list, "xids": xids, "emails": emails},
     )
     return [
         {

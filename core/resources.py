@@ -13,7 +13,7 @@ from core.errors import RECORD_ERROR_STATUS, DomainError, FieldError, not_found
 from core.models import Business, Customer
 from core.records_repo import apply_records
 from core.schemas import parse_record
-from core.sync import FAILED, RecordOutcome, Scope
+from core.sync import FAILED, Payload, RecordOutcome, Scope
 
 T = TypeVar("T", Business, Customer)
 
@@ -69,8 +69,18 @@ def get_customer(session: Session, *, partner_id: str, customer_id: str) -> Cust
     return customer
 
 
+def customers_by_id(
+    session: Session, *, business_id: str, customer_ids: Sequence[str], for_update: bool = False
+) -> dict[str, Customer]:
+    """The business's customers among `customer_ids`, by id; `for_update` locks them and rereads them."""
+    query = select(Customer).where(Customer.business_id == business_id, Customer.id.in_(list(customer_ids)))
+    if for_update:
+        query = query.order_by(Customer.id).with_for_update().execution_options(populate_existing=True)
+    return {c.id: c for c in session.scalars(query)}
+
+
 def _page(
-    session: Session, query: Select[tuple[T]], id_column: Any, *, limit: int, starting_after: str | None
+    session: Session, query: Select[Any], id_column: Any, *, limit: int, starting_after: str | None
 ) -> tuple[Sequence[T], bool]:
     if starting_after:
         query = query.where(id_column > starting_after)
@@ -126,8 +136,18 @@ def sync_one(session: Session, *, scope: Scope, body: dict[str, Any]) -> tuple[R
     payload = parse_record(scope.kind, body)
     if isinstance(payload, list):
         raise record_error(payload)
+    return apply_one(session, scope=scope, payload=payload)
+
+
+def apply_one(
+    session: Session, *, scope: Scope, payload: Payload, create_only: bool = False
+) -> tuple[RecordOutcome, dict[str, Any]]:
+    """Apply one validated record as an accepted write of its own; return its outcome and the stored record.
+
+    A failed record raises its problem. `create_only`: see `core.sync.plan_records`.
+    """
     seq = next_write_seq(session)
-    outcome = apply_records(session, scope=scope, seq=seq, records=[(0, payload)])[0]
+    outcome = apply_records(session, scope=scope, seq=seq, records=[(0, payload)], create_only=create_only)[0]
     if outcome.outcome == FAILED:
         raise record_error(outcome.errors)
     assert outcome.id is not None

@@ -77,13 +77,17 @@ def compat_body(session: Session, job: SyncJob) -> dict[str, Any]:
                 errors.append({"index": index, "external_id": result["external_id"], **error})
         elif result["id"] is not None:
             wanted.setdefault(result["id"], []).append(index)
-    model = Business if job.type == "businesses" else Customer
-    view = business_view if job.type == "businesses" else customer_view
     id_list = list(wanted)
     for start in range(0, len(id_list), 5000):
-        for row in session.scalars(select(model).where(model.id.in_(id_list[start : start + 5000]))):
-            for index in wanted[row.id]:
-                objects[index] = view(row)  # type: ignore[arg-type]
+        part = id_list[start : start + 5000]
+        views = (
+            [business_view(b) for b in session.scalars(select(Business).where(Business.id.in_(part)))]
+            if job.type == "businesses"
+            else [customer_view(c) for c in session.scalars(select(Customer).where(Customer.id.in_(part)))]
+        )
+        for view in views:
+            for index in wanted[view["id"]]:
+                objects[index] = view
     return {job.type: objects, "errors": errors}
 
 

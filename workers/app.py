@@ -43,13 +43,13 @@ def configure_broker() -> None:
     celery_app.conf.broker_url = broker_url()
 
 
-@worker_process_init.connect
+@worker_process_init.connect  # type: ignore[untyped-decorator]
 def _reset_process_state(**_: Any) -> None:
     # Engines and pools are per process: never reuse connections inherited from the parent.
     dispose_engine()
     logs.configure(settings.log_level, settings.log_json)
 
 
-@worker_process_shutdown.connect
+@worker_process_shutdown.connect  # type: ignore[untyped-decorator]
 def _close_engine(**_: Any) -> None:
     dispose_engine()
