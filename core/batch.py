@@ -25,7 +25,7 @@ _DUPLICATE_KEYS = {
 
 @dataclass(slots=True)
 class Chunk:
-    """A slice of a batch as stored: one JSON document per line (`null` for a line that was not JSON)."""
+    """A slice of a batch as stored: a JSON array of its records (`null` for an NDJSON line that was not JSON)."""
 
     chunk_no: int
     first_index: int
@@ -36,26 +36,31 @@ class Chunk:
 
 @dataclass(slots=True)
 class ParsedBatch:
-    """Every record of a batch, serialized, and the errors of those rejected at acceptance."""
+    """Every record of a batch as parsed, and the errors of those rejected at acceptance."""
 
-    records: list[bytes | None] = field(default_factory=list)
+    records: list[Any] = field(default_factory=list)
     rejections: dict[int, list[FieldError]] = field(default_factory=dict)
-    # For duplicate detection: (key name, normalised value) -> indices.
-    keys: dict[tuple[str, str], list[int]] = field(default_factory=lambda: defaultdict(list))
+    # For duplicate detection: per key name, the first index of each value, and every index of repeated ones.
+    first_seen: dict[str, dict[str, int]] = field(default_factory=lambda: defaultdict(dict))
+    repeated: dict[tuple[str, str], list[int]] = field(default_factory=dict)
 
-    def add(self, kind: str, element: Any, raw: bytes | None = None) -> None:
+    def add(self, kind: str, element: Any) -> None:
         index = len(self.records)
-        if not isinstance(element, dict):
-            self.records.append(None)
+        self.records.append(element)
+        if element.__class__ is not dict:
             self.rejections[index] = [
                 FieldError("invalid_record", f"a record must be a JSON object, not {_json_type(element)}", None)
             ]
             return
-        self.records.append(raw if raw is not None else orjson.dumps(element))
         for key in _DUPLICATE_KEYS[kind]:
             value = element.get(key)
-            if isinstance(value, str):
-                self.keys[(key, value.lower() if key == "email_address" else value)].append(index)
+            if value.__class__ is not str:
+                continue
+            if key == "email_address":
+                value = value.lower()
+            first = self.first_seen[key].setdefault(value, index)
+            if first != index:
+                self.repeated.setdefault((key, value), [first]).append(index)
 
     def reject(self, error: FieldError) -> None:
         self.rejections[len(self.records)] = [error]
@@ -128,17 +133,14 @@ def parse_ndjson_batch(kind: str, body: bytes) -> ParsedBatch:
         except orjson.JSONDecodeError as exc:
             batch.reject(FieldError("malformed_record", f"line {number} is not valid JSON: {exc.msg}", None))
             continue
-        # A valid JSON line holds no raw newline, so it is stored as sent (no second serialization).
-        batch.add(kind, element, raw=line)
+        batch.add(kind, element)
     _check_count(len(batch.records))
     return batch
 
 
 def mark_duplicates(batch: ParsedBatch) -> None:
     """Fail every record that shares an id, external_id or email address with another (SPEC §4)."""
-    for (key, value), indices in batch.keys.items():
-        if len(indices) < 2:
-            continue
+    for (key, value), indices in batch.repeated.items():
         for index in indices:
             others = [i for i in indices if i != index]
             shown = ", ".join(str(i) for i in others[:10]) + (
@@ -167,7 +169,7 @@ def chunks(batch: ParsedBatch, size: int) -> list[Chunk]:
             Chunk(
                 chunk_no=chunk_no,
                 first_index=start,
-                payload=b"\n".join(r if r is not None else b"null" for r in part),
+                payload=orjson.dumps(part),
                 record_count=len(part),
                 rejections=rejections or None,
             )

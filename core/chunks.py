@@ -66,16 +66,6 @@ def _claim(job_id: str, chunk_no: int) -> int | None:
     return attempts
 
 
-def _raw_external_id(line: bytes) -> str | None:
-    """The external_id a record that failed validation was sent with, to label its result."""
-    try:
-        value = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return None
-    xid = value.get("external_id") if isinstance(value, dict) else None
-    return xid if isinstance(xid, str) else None
-
-
 def _decode(
     kind: str, first_index: int, payload: bytes, rejections: dict[str, list[dict[str, str | None]]] | None
 ) -> tuple[list[tuple[int, Payload | list[FieldError]]], dict[int, str]]:
@@ -83,13 +73,13 @@ def _decode(
     records: list[tuple[int, Payload | list[FieldError]]] = []
     labels: dict[int, str] = {}
     rejected = rejections or {}
-    for offset, line in enumerate(payload.split(b"\n")):
+    for offset, element in enumerate(orjson.loads(payload)):
         index = first_index + offset
         errors = rejected.get(str(offset))
-        parsed = [FieldError(**e) for e in errors] if errors is not None else parse_record(kind, line)  # type: ignore[arg-type]
-        if isinstance(parsed, list):
-            xid = _raw_external_id(line)
-            if xid is not None:
+        parsed = [FieldError(**e) for e in errors] if errors is not None else parse_record(kind, element)  # type: ignore[arg-type]
+        if isinstance(parsed, list) and isinstance(element, dict):
+            xid = element.get("external_id")
+            if isinstance(xid, str):
                 labels[index] = xid
         records.append((index, parsed))
     return records, labels

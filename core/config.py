@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     max_active_jobs_per_partner: int = Field(default=4, ge=1)
     lease_seconds: int = Field(default=30, ge=2, le=3600)
     sweep_interval_seconds: float = Field(default=5.0, gt=0)
-    max_chunk_attempts: int = Field(default=3, ge=1)
+    max_chunk_attempts: int = Field(default=5, ge=1)
     max_wait_seconds: int = Field(default=60, ge=0)
     db_pool_size: int = Field(default=10, ge=1)
     log_level: str = "INFO"
