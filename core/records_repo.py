@@ -138,6 +138,25 @@ def _stage(cur: psycopg.Cursor[Any], scope: Scope, plan: Plan) -> None:
                 )
 
 
+# Up to this many rows, a plan's rows travel as statement parameters; beyond, by COPY into the staging table.
+SMALL_PLAN = 32
+
+
+def _source(scope: Scope, rows: list[Row], op: str, staged: bool) -> tuple[str, list[Any]]:
+    """A FROM item `s(id, <columns>)` holding a plan's rows of one kind, and its parameters."""
+    columns = _COLUMNS[scope.kind]
+    names = f"s(id, {', '.join(columns)})"
+    if staged:
+        return f"(SELECT id, {', '.join(columns)} FROM stage_{scope.kind} WHERE op = '{op}') AS {names}", []
+    # `metadata` is the last column of both kinds.
+    one = "(" + ", ".join(["%s::text"] * len(columns) + ["%s::jsonb"]) + ")"
+    params: list[Any] = []
+    for row in rows:
+        params.append(row["id"])
+        params.extend(row[c] if c != "metadata" else orjson.dumps(row[c]).decode() for c in columns)
+    return f"(VALUES {', '.join([one] * len(rows))}) AS {names}", params
+
+
 def write_plan(cur: psycopg.Cursor[Any], scope: Scope, seq: int, plan: Plan) -> None:
     """Write a plan's creates, replaces and sequence bumps."""
     table = scope.kind
@@ -145,14 +164,15 @@ def write_plan(cur: psycopg.Cursor[Any], scope: Scope, seq: int, plan: Plan) -> 
     if plan.release_first:
         cleared = "external_id = NULL" + (", email_address = NULL" if table == "customers" else "")
         cur.execute(f"UPDATE {table} SET {cleared} WHERE id = ANY(%s)", (sorted(plan.release_first),))
-    if plan.creates or plan.replaces:
+    staged = len(plan.creates) + len(plan.replaces) > SMALL_PLAN
+    if staged:
         _stage(cur, scope, plan)
     if plan.replaces:
+        source, params = _source(scope, plan.replaces, "r", staged)
         assignments = ", ".join(f"{c} = s.{c}" for c in columns)
         cur.execute(
-            f"UPDATE {table} t SET {assignments}, updated_at = now(), last_seq = %s "
-            f"FROM stage_{table} s WHERE s.op = 'r' AND t.id = s.id",
-            (seq,),
+            f"UPDATE {table} t SET {assignments}, updated_at = now(), last_seq = %s FROM {source} WHERE t.id = s.id",
+            (seq, *params),
         )
     if plan.creates:
         owner = "partner_id" if table == "businesses" else "business_id, partner_id"
@@ -160,11 +180,12 @@ def write_plan(cur: psycopg.Cursor[Any], scope: Scope, seq: int, plan: Plan) -> 
             (scope.partner_id,) if table == "businesses" else (scope.business_id, scope.partner_id)
         )
         placeholders = ", ".join(["%s"] * len(owner_values))
+        source, params = _source(scope, plan.creates, "c", staged)
         cur.execute(
             f"INSERT INTO {table} (id, {owner}, {', '.join(columns)}, last_seq) "
             f"SELECT s.id, {placeholders}, {', '.join('s.' + c for c in columns)}, %s "
-            f"FROM stage_{table} s WHERE s.op = 'c' ORDER BY s.external_id, s.id ON CONFLICT DO NOTHING",
-            (*owner_values, seq),
+            f"FROM {source} ORDER BY s.external_id, s.id ON CONFLICT DO NOTHING",
+            (*owner_values, seq, *params),
         )
         if cur.rowcount != len(plan.creates):
             raise Contended(f"{len(plan.creates) - cur.rowcount} inserts lost to a concurrent writer")
