@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
+import anyio.from_thread
 import orjson
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
@@ -15,6 +16,7 @@ from sqlalchemy.orm import Session
 from core.config import settings
 from core.db import new_session
 from core.errors import DomainError
+from core.idempotency import fingerprint_hasher
 from core.partners import authenticate
 
 log = logging.getLogger(__name__)
@@ -92,15 +94,60 @@ def too_large(limit: int) -> DomainError:
     )
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refused with 413 as soon as it passes `limit` bytes (never buffered past it)."""
+def _check_declared_length(request: Request, limit: int) -> None:
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
-            if int(declared) > limit:
-                raise too_large(limit)
+            size = int(declared)
         except ValueError:
             raise DomainError("malformed_body", "Invalid Content-Length header.", 400) from None
+        if size > limit:
+            raise too_large(limit)
+
+
+class BodyStream:
+    """A request body read part by part from a route running in the thread pool, never held whole.
+
+    It refuses the body with 413 as soon as it passes `limit` bytes, and hashes it on the way for idempotency.
+    """
+
+    def __init__(self, request: Request, limit: int) -> None:
+        _check_declared_length(request, limit)
+        self._request = request
+        self._limit = limit
+        self._size = 0
+        self._hash = fingerprint_hasher(request.method, request.url.path + "?" + request.url.query)
+        self._stream = request.stream().__aiter__()
+        self.finished = False
+
+    async def _next_part(self) -> bytes:
+        return await self._stream.__anext__()
+
+    def parts(self) -> Iterator[bytes]:
+        """The body's remaining parts, as they arrive."""
+        while not self.finished:
+            try:
+                part = anyio.from_thread.run(self._next_part)
+            except StopAsyncIteration:
+                self.finished = True
+                return
+            self._size += len(part)
+            if self._size > self._limit:
+                raise too_large(self._limit)
+            self._hash.update(part)
+            if part:
+                yield part
+
+    def fingerprint(self) -> str:
+        """The request's idempotency fingerprint; reads (and discards) whatever of the body is left."""
+        for _ in self.parts():
+            pass
+        return self._hash.hexdigest()
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refused with 413 as soon as it passes `limit` bytes (never buffered past it)."""
+    _check_declared_length(request, limit)
     parts: list[bytes] = []
     size = 0
     async for part in request.stream():

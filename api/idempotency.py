@@ -8,6 +8,7 @@ from fastapi import Request
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
+from api.deps import BodyStream
 from api.problems import problem_response
 from core import idempotency
 from core.errors import DomainError
@@ -25,7 +26,7 @@ _REPLAYED_HEADERS = {
 
 
 def idempotent(
-    request: Request, session: Session, partner_id: str, body: bytes, handle: Callable[[], Response]
+    request: Request, session: Session, partner_id: str, body: bytes | BodyStream, handle: Callable[[], Response]
 ) -> Response:
     """Run `handle` once per Idempotency-Key; replay its response (errors included) for the same request.
 
@@ -35,7 +36,11 @@ def idempotent(
     key = request.headers.get("idempotency-key")
     if key is None:
         return handle()
-    fingerprint = idempotency.request_fingerprint(request.method, request.url.path + "?" + request.url.query, body)
+    fingerprint: str | Callable[[], str] = (
+        body.fingerprint
+        if isinstance(body, BodyStream)
+        else idempotency.request_fingerprint(request.method, request.url.path + "?" + request.url.query, body)
+    )
     stored = idempotency.claim(session, partner_id=partner_id, key=key, fingerprint=fingerprint)
     if stored is not None:
         response = Response(stored.body, status_code=stored.status, headers=stored.headers)
@@ -44,7 +49,8 @@ def idempotent(
     try:
         response = handle()
     except DomainError as error:
-        if error.status >= 500:
+        # A streamed body refused before its end (413) has no fingerprint: nothing is kept for the key.
+        if error.status >= 500 or (isinstance(body, BodyStream) and not body.finished):
             raise
         response = problem_response(error)
     assert isinstance(response.body, bytes)
@@ -55,7 +61,7 @@ def idempotent(
         key=key,
         method=request.method,
         path=request.url.path,
-        fingerprint=fingerprint,
+        fingerprint=fingerprint if isinstance(fingerprint, str) else fingerprint(),
         response=idempotency.StoredResponse(response.status_code, headers, response.body),
     )
     return response

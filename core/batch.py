@@ -8,7 +8,7 @@ goes out fast.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,16 +36,27 @@ class Chunk:
 
 @dataclass(slots=True)
 class ParsedBatch:
-    """Every record of a batch as parsed, and the errors of those rejected at acceptance."""
+    """A batch's records as parsed, judged one by one, and the errors of those rejected at acceptance.
 
+    Records can be cut off into chunks as they come (`cut`), so a streamed batch never sits whole in memory;
+    only what duplicate detection needs (each key's first index) is kept for the whole batch.
+    """
+
+    # The records not cut into a chunk yet; `records[0]` has index `offset`.
     records: list[Any] = field(default_factory=list)
+    offset: int = 0
     rejections: dict[int, list[FieldError]] = field(default_factory=dict)
     # For duplicate detection: per key name, the first index of each value, and every index of repeated ones.
     first_seen: dict[str, dict[str, int]] = field(default_factory=lambda: defaultdict(dict))
     repeated: dict[tuple[str, str], list[int]] = field(default_factory=dict)
 
+    @property
+    def count(self) -> int:
+        """How many records were added in all."""
+        return self.offset + len(self.records)
+
     def add(self, kind: str, element: Any) -> None:
-        index = len(self.records)
+        index = self.count
         self.records.append(element)
         if element.__class__ is not dict:
             self.rejections[index] = [
@@ -63,8 +74,21 @@ class ParsedBatch:
                 self.repeated.setdefault((key, value), [first]).append(index)
 
     def reject(self, error: FieldError) -> None:
-        self.rejections[len(self.records)] = [error]
+        self.rejections[self.count] = [error]
         self.records.append(None)
+
+    def cut(self, chunk_no: int, size: int) -> Chunk:
+        """Take the first `size` pending records off as a chunk."""
+        part = self.records[:size]
+        start = self.offset
+        rejections = {}
+        for i in range(start, start + len(part)):
+            errors = self.rejections.pop(i, None)
+            if errors is not None:
+                rejections[str(i - start)] = [e.as_dict() for e in errors]
+        del self.records[:size]
+        self.offset += len(part)
+        return Chunk(chunk_no, start, orjson.dumps(part), len(part), rejections or None)
 
 
 def _json_type(value: Any) -> str:
@@ -75,7 +99,8 @@ def _json_type(value: Any) -> str:
     )
 
 
-def _check_count(count: int) -> None:
+def check_count(count: int) -> None:
+    """Refuse an empty batch (422) or one over PFSYNC_MAX_BATCH_RECORDS (413)."""
     if count == 0:
         raise DomainError("empty_batch", "The batch holds no records; send 1 or more.", 422)
     if count > settings.max_batch_records:
@@ -87,8 +112,8 @@ def _check_count(count: int) -> None:
         )
 
 
-def parse_json_batch(kind: str, body: bytes) -> ParsedBatch:
-    """Parse `{"<kind>": [...]}`."""
+def json_elements(kind: str, body: bytes) -> list[Any]:
+    """The elements of `{"<kind>": [...]}`."""
     if not body.strip():
         raise DomainError("malformed_body", "The request body is empty.", 400)
     try:
@@ -107,39 +132,36 @@ def parse_json_batch(kind: str, body: bytes) -> ParsedBatch:
             [FieldError("invalid_envelope", f"expected a list of {kind}", kind)],
         )
     elements: list[Any] = document[kind]
-    _check_count(len(elements))
-    batch = ParsedBatch()
-    for element in elements:
-        batch.add(kind, element)
-    return batch
+    check_count(len(elements))
+    return elements
 
 
-def _lines(body: bytes) -> Iterator[tuple[int, bytes]]:
-    for number, line in enumerate(body.split(b"\n"), start=1):
-        line = line.strip()
-        if line:
-            yield number, line
+def ndjson_elements(parts: Iterable[bytes]) -> Iterator[Any]:
+    """One element per non-blank line of a body that arrives in parts; a line that is not JSON yields the
+    `malformed_record` error instead, so it fails that record alone."""
+    number = 0
+    tail = b""
+    for part in parts:
+        lines = (tail + part).split(b"\n")
+        tail = lines.pop()
+        for line in lines:
+            number += 1
+            if line.strip():
+                yield _ndjson_line(number, line)
+    if tail.strip():
+        yield _ndjson_line(number + 1, tail)
 
 
-def parse_ndjson_batch(kind: str, body: bytes) -> ParsedBatch:
-    """Parse one record per line; a line that is not JSON fails that record alone; blank lines are skipped."""
-    batch = ParsedBatch()
-    limit = settings.max_batch_records
-    for number, line in _lines(body):
-        if len(batch.records) >= limit:
-            _check_count(limit + 1)
-        try:
-            element = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            batch.reject(FieldError("malformed_record", f"line {number} is not valid JSON: {exc.msg}", None))
-            continue
-        batch.add(kind, element)
-    _check_count(len(batch.records))
-    return batch
+def _ndjson_line(number: int, line: bytes) -> Any:
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        return FieldError("malformed_record", f"line {number} is not valid JSON: {exc.msg}", None)
 
 
-def mark_duplicates(batch: ParsedBatch) -> None:
-    """Fail every record that shares an id, external_id or email address with another (SPEC §4)."""
+def duplicate_errors(batch: ParsedBatch) -> dict[int, list[FieldError]]:
+    """The `duplicate_in_batch` errors of every record sharing an id, external_id or email address (SPEC §4)."""
+    found: dict[int, list[FieldError]] = {}
     for (key, value), indices in batch.repeated.items():
         for index in indices:
             others = [i for i in indices if i != index]
@@ -151,27 +173,11 @@ def mark_duplicates(batch: ParsedBatch) -> None:
                 f"{key} {value!r} also appears at index {shown} of this batch; each record may appear once",
                 key,
             )
-            batch.rejections.setdefault(index, []).append(error)
+            found.setdefault(index, []).append(error)
+    return found
 
 
-def chunks(batch: ParsedBatch, size: int) -> list[Chunk]:
-    """Cut the batch into chunks of `size` records."""
-    out: list[Chunk] = []
-    records = batch.records
-    for chunk_no, start in enumerate(range(0, len(records), size)):
-        part = records[start : start + size]
-        rejections = {
-            str(i - start): [e.as_dict() for e in batch.rejections[i]]
-            for i in range(start, start + len(part))
-            if i in batch.rejections
-        }
-        out.append(
-            Chunk(
-                chunk_no=chunk_no,
-                first_index=start,
-                payload=orjson.dumps(part),
-                record_count=len(part),
-                rejections=rejections or None,
-            )
-        )
-    return out
+def mark_duplicates(batch: ParsedBatch) -> None:
+    """Add the duplicate errors to the batch's rejections (for a batch held whole)."""
+    for index, errors in duplicate_errors(batch).items():
+        batch.rejections.setdefault(index, []).extend(errors)

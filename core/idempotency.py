@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -23,18 +24,28 @@ class StoredResponse:
     body: bytes
 
 
-def request_fingerprint(method: str, path: str, body: bytes) -> str:
-    """What makes two requests "the same request" for an idempotency key."""
+def fingerprint_hasher(method: str, path: str) -> hashlib._Hash:
+    """A hash of the request line, to be fed the body: what makes two requests "the same request"."""
     digest = hashlib.sha256()
-    for part in (method.encode(), b"\0", path.encode(), b"\0", body):
+    for part in (method.encode(), b"\0", path.encode(), b"\0"):
         digest.update(part)
+    return digest
+
+
+def request_fingerprint(method: str, path: str, body: bytes) -> str:
+    """The fingerprint of a request whose body is at hand."""
+    digest = fingerprint_hasher(method, path)
+    digest.update(body)
     return digest.hexdigest()
 
 
-def claim(session: Session, *, partner_id: str, key: str, fingerprint: str) -> StoredResponse | None:
+def claim(
+    session: Session, *, partner_id: str, key: str, fingerprint: str | Callable[[], str]
+) -> StoredResponse | None:
     """Claim `key` for this transaction, or return the response stored for it.
 
     Raises 409 while another request holds the key and 422 when it was used for a different request.
+    `fingerprint` may be a function, called only when a response is stored (a streamed body is then read whole).
     """
     if not key or len(key) > MAX_KEY_LENGTH:
         raise DomainError("invalid_idempotency_key", "Idempotency-Key must be 1 to 255 characters.", 400)
@@ -60,7 +71,7 @@ def claim(session: Session, *, partner_id: str, key: str, fingerprint: str) -> S
         row = None
     if row is None:
         return None
-    if row.request_hash != fingerprint:
+    if row.request_hash != (fingerprint if isinstance(fingerprint, str) else fingerprint()):
         raise DomainError(
             "idempotency_key_reused",
             "This Idempotency-Key was already used with a different request (method, path or body); "

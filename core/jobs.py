@@ -8,17 +8,19 @@ whatever the broker loses, the sweeper publishes again once the lease runs out.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+import psycopg
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from core import ids
-from core.batch import Chunk
+from core.batch import Chunk, ParsedBatch, check_count, duplicate_errors
 from core.config import settings
-from core.errors import DomainError, not_found
+from core.errors import DomainError, FieldError, not_found
 from core.models import SyncJob
 from core.records_repo import driver_connection
 from core.resources import next_write_seq, rfc3339
@@ -96,18 +98,18 @@ def admit_jobs(session: Session, partner_id: str) -> list[ChunkKey]:
     return released
 
 
-def create_job(
+def accept_batch(
     session: Session,
     *,
     partner_id: str,
     kind: str,
     business_id: str | None,
-    chunks: list[Chunk],
-    total: int,
+    elements: Iterable[Any],
     request_id: str | None = None,
     webhook_url: str | None = None,
 ) -> Accepted:
-    """Store a job and all its records; return the chunks to publish once the transaction commits."""
+    """Store a job and every record, chunk by chunk as the elements arrive; return the chunks to publish once
+    the transaction commits. An element that is a `FieldError` (an NDJSON line that was not JSON) fails alone."""
     job = SyncJob(
         id=ids.new_id(ids.JOB),
         partner_id=partner_id,
@@ -115,41 +117,62 @@ def create_job(
         business_id=business_id,
         status="queued",
         seq=next_write_seq(session),
-        chunk_count=len(chunks),
-        total=total,
+        chunk_count=0,
+        total=0,
         request_id=request_id,
         webhook_url=webhook_url,
-        processed=0,
-        created=0,
-        replaced=0,
-        unchanged=0,
-        superseded=0,
-        failed=0,
-        cancelled=0,
-        abandoned_chunks=0,
+        **dict.fromkeys(("processed", *COUNTERS, "abandoned_chunks"), 0),
         admitted=False,
     )
     session.add(job)
     session.flush()
+    size = settings.chunk_size
+    limit = settings.max_batch_records
+    batch = ParsedBatch()
+    chunk_no = 0
     with driver_connection(session).cursor() as cur:
-        cur.executemany(
-            "INSERT INTO job_chunks (job_id, chunk_no, first_index, record_count, payload, rejections) "
-            "VALUES (%s, %s, %s, %s, %s, %s::jsonb)",
-            [
-                (
-                    job.id,
-                    c.chunk_no,
-                    c.first_index,
-                    c.record_count,
-                    c.payload,
-                    None if c.rejections is None else _json(c.rejections),
-                )
-                for c in chunks
-            ],
-        )
+        for element in elements:
+            if isinstance(element, FieldError):
+                batch.reject(element)
+            else:
+                batch.add(kind, element)
+            if batch.count > limit:
+                check_count(batch.count)
+            if len(batch.records) >= size:
+                _store_chunk(cur, job.id, batch.cut(chunk_no, size))
+                chunk_no += 1
+        check_count(batch.count)
+        if batch.records:
+            _store_chunk(cur, job.id, batch.cut(chunk_no, size))
+            chunk_no += 1
+        by_chunk: dict[int, dict[str, list[dict[str, Any]]]] = {}
+        for index, errors in duplicate_errors(batch).items():
+            by_chunk.setdefault(index // size, {})[str(index % size)] = [e.as_dict() for e in errors]
+        if by_chunk:
+            cur.executemany(
+                "UPDATE job_chunks SET rejections = coalesce(rejections, '{}'::jsonb) || %s::jsonb "
+                "WHERE job_id = %s AND chunk_no = %s",
+                [(_json(found), job.id, number) for number, found in by_chunk.items()],
+            )
+        cur.execute("UPDATE sync_jobs SET total = %s, chunk_count = %s WHERE id = %s", (batch.count, chunk_no, job.id))
     to_publish = admit_jobs(session, partner_id)
     session.refresh(job)
     return Accepted(job, to_publish)
+
+
+def _store_chunk(cur: psycopg.Cursor[Any], job_id: str, chunk: Chunk) -> None:
+    cur.execute(
+        "INSERT INTO job_chunks (job_id, chunk_no, first_index, record_count, payload, rejections) "
+        "VALUES (%s, %s, %s, %s, %s, %s::jsonb)",
+        (
+            job_id,
+            chunk.chunk_no,
+            chunk.first_index,
+            chunk.record_count,
+            chunk.payload,
+            None if chunk.rejections is None else _json(chunk.rejections),
+        ),
+    )
 
 
 def _json(value: Any) -> str:

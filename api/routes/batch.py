@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Annotated
+from collections.abc import Iterable
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from api.deps import JSON_TYPES, NDJSON_TYPES, DbSession, PartnerId, media_type, read_body
+from api.deps import JSON_TYPES, NDJSON_TYPES, BodyStream, DbSession, PartnerId, media_type
 from api.idempotency import idempotent
 from api.responses import json_response
 from core import batch, logs
 from core.config import settings
 from core.db import session_scope
 from core.errors import DomainError
-from core.jobs import create_job, get_job, job_view
+from core.jobs import accept_batch, get_job, job_view
 from core.resources import get_business
 from core.results import compat_body
 from workers.publish import publish_chunks
@@ -26,19 +27,15 @@ _WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+)", re.IGNORECASE)
 FINISHED = ("completed", "cancelled", "failed")
 
 
-async def batch_body(request: Request) -> tuple[str, bytes]:
-    """The media type and body of a batch request, refused with 413 past PFSYNC_MAX_BODY_BYTES."""
+def batch_format(request: Request) -> str:
+    """`json` or `ndjson`, from the Content-Type."""
     kind = media_type(request)
     if kind in NDJSON_TYPES:
-        fmt = "ndjson"
-    elif not kind or kind in JSON_TYPES or kind.endswith("+json"):
-        fmt = "json"
-    else:
-        raise DomainError("unsupported_media_type", "Send the batch as application/json or application/x-ndjson.", 415)
-    return fmt, await read_body(request, settings.max_body_bytes)
+        return "ndjson"
+    if not kind or kind in JSON_TYPES or kind.endswith("+json"):
+        return "json"
+    raise DomainError("unsupported_media_type", "Send the batch as application/json or application/x-ndjson.", 415)
 
-
-BatchBody = Annotated[tuple[str, bytes], Depends(batch_body)]
 
 BATCH_RESPONSES: dict[int | str, dict[str, object]] = {
     200: {"description": "With `Prefer: wait=N`, the job finished in time: Pocketflows' synchronous shape"},
@@ -56,29 +53,28 @@ def _wait_seconds(request: Request) -> int:
     return min(int(match.group(1)), settings.max_wait_seconds) if match else 0
 
 
-def _accept(
-    request: Request,
-    session: DbSession,
-    partner_id: str,
-    body: tuple[str, bytes],
-    kind: str,
-    business_id: str | None,
-) -> Response:
-    fmt, raw = body
+def _accept(request: Request, session: DbSession, partner_id: str, kind: str, business_id: str | None) -> Response:
+    fmt = batch_format(request)
+    body = BodyStream(request, settings.max_body_bytes)
     to_publish: list[tuple[str, int]] = []
 
     def handle() -> Response:
-        parsed = batch.parse_ndjson_batch(kind, raw) if fmt == "ndjson" else batch.parse_json_batch(kind, raw)
-        batch.mark_duplicates(parsed)
-        accepted = create_job(
-            session,
-            partner_id=partner_id,
-            kind=kind,
-            business_id=business_id,
-            chunks=batch.chunks(parsed, settings.chunk_size),
-            total=len(parsed.records),
-            request_id=logs.request_id.get(),
+        # NDJSON is parsed and stored chunk by chunk as it arrives, so memory stays flat in the body's size;
+        # a JSON document has to be parsed whole.
+        elements: Iterable[Any] = (
+            batch.ndjson_elements(body.parts())
+            if fmt == "ndjson"
+            else batch.json_elements(kind, b"".join(body.parts()))
         )
+        with session.begin_nested():  # a refused batch leaves no partial job behind
+            accepted = accept_batch(
+                session,
+                partner_id=partner_id,
+                kind=kind,
+                business_id=business_id,
+                elements=elements,
+                request_id=logs.request_id.get(),
+            )
         to_publish.extend(accepted.to_publish)
         job = accepted.job
         retry_after = max(1, min(60, job.total // 20_000))
@@ -86,7 +82,7 @@ def _accept(
             job_view(job), 202, headers={"Location": f"/jobs/{job.id}", "Retry-After": str(retry_after)}
         )
 
-    response = idempotent(request, session, partner_id, raw, handle)
+    response = idempotent(request, session, partner_id, body, handle)
     # The 202 promises durability: commit before answering, publish only after the commit.
     session.commit()
     publish_chunks(to_publish)
@@ -110,16 +106,18 @@ def _wait_for(partner_id: str, job_id: str, seconds: int) -> Response | None:
                 body = compat_body(session, job)
                 body["job"] = job_view(job)
                 return json_response(body, 200)
-        if time.monotonic() + delay > deadline:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
             return None
-        time.sleep(delay)
+        # Wait the whole N seconds: the last check comes at the deadline, not one backoff step before it.
+        time.sleep(min(delay, remaining))
         delay = min(delay * 1.5, 0.5)
 
 
 @router.post("/sync/businesses/batch", status_code=202, responses=BATCH_RESPONSES, summary="Sync many businesses")
-def sync_businesses_batch(request: Request, session: DbSession, partner_id: PartnerId, body: BatchBody) -> Response:
+def sync_businesses_batch(request: Request, session: DbSession, partner_id: PartnerId) -> Response:
     """Accept up to PFSYNC_MAX_BATCH_RECORDS businesses as `{"businesses": [...]}` or NDJSON; answer with a job."""
-    return _accept(request, session, partner_id, body, "businesses", None)
+    return _accept(request, session, partner_id, "businesses", None)
 
 
 @router.post(
@@ -128,9 +126,7 @@ def sync_businesses_batch(request: Request, session: DbSession, partner_id: Part
     responses=BATCH_RESPONSES,
     summary="Sync many customers of a business",
 )
-def sync_customers_batch(
-    request: Request, session: DbSession, partner_id: PartnerId, business_id: str, body: BatchBody
-) -> Response:
+def sync_customers_batch(request: Request, session: DbSession, partner_id: PartnerId, business_id: str) -> Response:
     """Accept up to PFSYNC_MAX_BATCH_RECORDS customers as `{"customers": [...]}` or NDJSON; answer with a job."""
     get_business(session, partner_id=partner_id, business_id=business_id)
-    return _accept(request, session, partner_id, body, "customers", business_id)
+    return _accept(request, session, partner_id, "customers", business_id)
