@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from api import problems
-from api.routes import batch, jobs, ops, reads, sync
+from api.routes import batch, jobs, legacy, ops, reads, sync
 from core import logs
 
 log = logging.getLogger("pfsync.access")
@@ -30,6 +30,7 @@ def create_app() -> FastAPI:
     app.include_router(batch.router)
     app.include_router(jobs.router)
     app.include_router(reads.router)
+    app.include_router(legacy.router)
     app.include_router(ops.router)
 
     @app.middleware("http")

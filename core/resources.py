@@ -55,6 +55,8 @@ def customer_view(c: Customer) -> dict[str, Any]:
 
 def get_business(session: Session, *, partner_id: str, business_id: str) -> Business:
     """The partner's business with that id, or `not_found`."""
+    if "\x00" in business_id:  # no id holds a NUL, and PostgreSQL refuses to compare text with one
+        raise not_found("business")
     business = session.scalar(select(Business).where(Business.id == business_id, Business.partner_id == partner_id))
     if business is None:
         raise not_found("business")
@@ -63,6 +65,8 @@ def get_business(session: Session, *, partner_id: str, business_id: str) -> Busi
 
 def get_customer(session: Session, *, partner_id: str, customer_id: str) -> Customer:
     """The partner's customer with that id, or `not_found`."""
+    if "\x00" in customer_id:
+        raise not_found("customer")
     customer = session.scalar(select(Customer).where(Customer.id == customer_id, Customer.partner_id == partner_id))
     if customer is None:
         raise not_found("customer")
