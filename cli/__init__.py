@@ -1,0 +1,1 @@
+"""The `pfsync` command line: the service's processes, a one-command development stack, and operator tools."""

@@ -1,0 +1,121 @@
+"""The production processes: `pfsync api`, `pfsync worker`, `pfsync scheduler` and `pfsync migrate`.
+
+Each is configured from the environment (core.config). With `DATABASE_URL` unset they join the embedded PostgreSQL
+of the data folder, which stays up while any process holds it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from cli.output import QUIET_LOGGERS, CommandError, configure_logging, console
+from core.broker_url import broker_url
+from core.config import settings
+from core.db import database_url, dispose_engine, get_engine
+from core.migrate import current_revision, upgrade
+
+PLAIN_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def pin_database_url() -> str:
+    """Resolve the database once and export it, so child processes use the same one without asking pgserver.
+
+    A process that joins the embedded PostgreSQL registers with it until it exits; pool processes forked or spawned
+    by uvicorn and Celery would each register too, and a forked one never unregisters (it skips `atexit`).
+    """
+    url = database_url()
+    os.environ["DATABASE_URL"] = url
+    return url
+
+
+def require_broker() -> str:
+    """The broker URL (REDIS_URL, or the folder's embedded Redis), or a message saying how to get one."""
+    try:
+        return broker_url()
+    except RuntimeError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def uvicorn_log_config() -> dict[str, Any]:
+    """The logging setup for uvicorn and each of its worker processes (which start from scratch)."""
+    formatter: dict[str, Any] = {"()": "core.logs.JsonFormatter"} if settings.log_json else {"format": PLAIN_LOG_FORMAT}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"default": formatter},
+        "handlers": {
+            "stderr": {"class": "logging.StreamHandler", "formatter": "default", "stream": "ext://sys.stderr"}
+        },
+        "root": {"handlers": ["stderr"], "level": settings.log_level.upper()},
+        "loggers": {
+            # The application writes its own access line (pfsync.access), with the request id and partner.
+            "uvicorn.access": {"level": "WARNING"},
+            **{name: {"level": "WARNING"} for name in QUIET_LOGGERS},
+        },
+    }
+
+
+def run_api(*, host: str, port: int, workers: int) -> int:
+    """Serve the HTTP API with uvicorn until SIGINT or SIGTERM."""
+    import uvicorn
+
+    configure_logging()
+    pin_database_url()
+    uvicorn.run(
+        "api.app:app",
+        host=host,
+        port=port,
+        workers=workers,
+        log_config=uvicorn_log_config(),
+        access_log=False,
+        server_header=False,
+    )
+    return 0
+
+
+def run_worker(*, concurrency: int | None) -> int:
+    """Run a Celery worker on the service's queue, task events on, until SIGTERM (warm shutdown)."""
+    from workers.app import celery_app, configure_broker
+
+    configure_logging()
+    require_broker()
+    pin_database_url()
+    configure_broker()
+    argv = ["worker", "--queues", settings.queue_name, "--events", "--loglevel", settings.log_level.upper()]
+    if concurrency is not None:
+        argv += ["--concurrency", str(concurrency)]
+    code = celery_app.start(argv)
+    return int(code or 0)
+
+
+def run_scheduler() -> int:
+    """Run the scheduler (lease sweeper and purges) until SIGINT or SIGTERM."""
+    # Imported here: the scheduler pulls in the worker side (Celery), which no other command needs.
+    from workers import scheduler
+
+    configure_logging()
+    require_broker()
+    pin_database_url()
+    scheduler.main()
+    return 0
+
+
+def migrate_database() -> str | None:
+    """Bring the schema to the newest migration; return the revision the database is now at."""
+    engine = get_engine()
+    try:
+        upgrade(engine)
+        with engine.connect() as conn:
+            return current_revision(conn)
+    finally:
+        engine.dispose()
+        dispose_engine()
+
+
+def run_migrate() -> int:
+    """`pfsync migrate`: migrate and print the revision."""
+    configure_logging()
+    revision = migrate_database()
+    console.print(f"Database at revision [bold]{revision}[/] (the latest).")
+    return 0
