@@ -10,8 +10,9 @@ from collections.abc import Awaitable, Callable
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from api import problems
-from api.routes import batch, jobs, legacy, ops, reads, sync
+from api import openapi, problems
+from api.metrics import observe_request
+from api.routes import batch, jobs, legacy, ops, reads, sync, webhooks
 from core import logs
 
 log = logging.getLogger("pfsync.access")
@@ -26,38 +27,52 @@ def create_app() -> FastAPI:
         "batches of up to 100 000 records as jobs.",
     )
     problems.install(app)
+    openapi.install(app)
     app.include_router(sync.router)
     app.include_router(batch.router)
     app.include_router(jobs.router)
     app.include_router(reads.router)
     app.include_router(legacy.router)
+    app.include_router(webhooks.router)
     app.include_router(ops.router)
 
     @app.middleware("http")
     async def request_context(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        rid = request.headers.get("x-request-id") or uuid.uuid4().hex
-        token = logs.request_id.set(rid[:128])
+        rid = (request.headers.get("x-request-id") or uuid.uuid4().hex)[:128]
+        token = logs.request_id.set(rid)
         started = time.perf_counter()
+        status = 500  # what the error handler answers if the route raised
         try:
             response = await call_next(request)
+            status = response.status_code
         finally:
             logs.request_id.reset(token)
-        response.headers["X-Request-Id"] = rid[:128]
-        route = request.scope.get("route")
-        log.info(
-            "request",
-            extra={
-                "request_id": rid[:128],
-                "method": request.method,
-                "route": getattr(route, "path", "unmatched"),
-                "status": response.status_code,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                "partner_id": getattr(request.state, "partner_id", None),
-            },
-        )
+            _observe(request, rid, status, time.perf_counter() - started)
+        response.headers["X-Request-Id"] = rid
         return response
 
     return app
+
+
+_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
+
+
+def _observe(request: Request, request_id: str, status: int, seconds: float) -> None:
+    """The access log line and the HTTP metrics of one request."""
+    route = getattr(request.scope.get("route"), "path", "unmatched")
+    method = request.method if request.method in _METHODS else "other"
+    observe_request(method=method, route=route, status=status, seconds=seconds)
+    log.info(
+        "request",
+        extra={
+            "request_id": request_id,
+            "method": request.method,
+            "route": route,
+            "status": status,
+            "duration_ms": round(seconds * 1000, 2),
+            "partner_id": getattr(request.state, "partner_id", None),
+        },
+    )
 
 
 app = create_app()

@@ -13,6 +13,7 @@ import orjson
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
+from core import logs
 from core.config import settings
 from core.db import new_session
 from core.errors import DomainError
@@ -78,7 +79,17 @@ def current_partner(request: Request, session: DbSession) -> str:
     return partner_id
 
 
-PartnerId = Annotated[str, Depends(current_partner)]
+async def partner_in_log_context(partner_id: Annotated[str, Depends(current_partner)]) -> str:
+    """The authenticated partner, put in the log context of the rest of the request.
+
+    Async on purpose: it runs in the request's own task, whose context the route's thread inherits (a value set in
+    `current_partner`, which runs in a pool thread, would end with that thread's call).
+    """
+    logs.partner_id.set(partner_id)
+    return partner_id
+
+
+PartnerId = Annotated[str, Depends(partner_in_log_context)]
 
 
 def media_type(request: Request) -> str:
@@ -97,10 +108,10 @@ def too_large(limit: int) -> DomainError:
 def _check_declared_length(request: Request, limit: int) -> None:
     declared = request.headers.get("content-length")
     if declared is not None:
-        try:
-            size = int(declared)
-        except ValueError:
-            raise DomainError("malformed_body", "Invalid Content-Length header.", 400) from None
+        # Digits only: int() would also take a sign, spaces, underscores and non-ASCII digits.
+        if not declared.isascii() or not declared.isdigit():
+            raise DomainError("malformed_body", "Invalid Content-Length header.", 400)
+        size = int(declared)
         if size > limit:
             raise too_large(limit)
 

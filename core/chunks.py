@@ -9,6 +9,8 @@ Results and counters are written in the same transaction as the records they des
 from __future__ import annotations
 
 import logging
+import os
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -25,8 +27,19 @@ from core.models import SyncJob
 from core.records_repo import apply_isolating
 from core.schemas import parse_record
 from core.sync import CANCELLED, FAILED, OUTCOMES, Payload, RecordOutcome, Scope
+from core.webhooks import enqueue_job_finished
 
 log = logging.getLogger(__name__)
+
+# Test hook, off unless set (never set it in production): a worker process that meets a chunk holding a record
+# with this external_id exits on the spot, after counting its attempt, as if SIGKILLed mid-chunk. The fault tests
+# use it to make a chunk that keeps killing its worker (tests/e2e/test_faults.py).
+_CRASH_ON_EXTERNAL_ID = os.environ.get("PFSYNC_TEST_CRASH_ON_EXTERNAL_ID") or None
+
+
+def _test_crash_hook(records: list[tuple[int, Payload | list[FieldError]]]) -> None:
+    if _CRASH_ON_EXTERNAL_ID and any(getattr(p, "external_id", None) == _CRASH_ON_EXTERNAL_ID for _, p in records):
+        os._exit(70)
 
 
 @dataclass(slots=True)
@@ -85,16 +98,24 @@ def _decode(
     return records, labels
 
 
-def _finish(session: Session, job: SyncJob, chunk_no: int, outcomes: list[RecordOutcome], abandoned: bool) -> ChunkDone:
+def _finish(
+    session: Session,
+    job: SyncJob,
+    chunk_no: int,
+    outcomes: list[RecordOutcome],
+    abandoned: bool,
+    duration_ms: int | None = None,
+) -> ChunkDone:
     counts = Counter(o.outcome for o in outcomes)
     session.execute(
         text(
             "UPDATE job_chunks SET state = 'done', results = :r, outcome_counts = CAST(:oc AS jsonb), "
-            "processed_at = now(), lease_until = NULL WHERE job_id = :j AND chunk_no = :c"
+            "processed_at = now(), lease_until = NULL, duration_ms = :d WHERE job_id = :j AND chunk_no = :c"
         ),
         {
             "r": orjson.dumps([o.as_result() for o in outcomes]),
             "oc": orjson.dumps(counts).decode(),
+            "d": duration_ms,
             "j": job.id,
             "c": chunk_no,
         },
@@ -119,6 +140,8 @@ def _finish(session: Session, job: SyncJob, chunk_no: int, outcomes: list[Record
     done = ChunkDone(outcomes=counts)
     if row.finished:
         done.finished_job = job.id
+        # The webhook's outbox row commits with the job's end, or not at all.
+        enqueue_job_finished(session, job_id=job.id)
         done.to_publish = admit_jobs(session, job.partner_id)
     elif not row.cancel:
         done.to_publish = _release_window(session, job.id, 1)
@@ -161,6 +184,7 @@ def settle_chunk(session: Session, *, job_id: str, chunk_no: int, reason: str) -
 def process_chunk(job_id: str, chunk_no: int) -> ChunkDone | None:
     """Claim and apply one chunk. None when there was nothing to do (done already, or held by a live worker)."""
     token = logs.job_id.set(job_id)
+    started = time.perf_counter()
     try:
         with session_scope() as session:
             if not _try_lock(session, job_id, chunk_no):
@@ -171,21 +195,31 @@ def process_chunk(job_id: str, chunk_no: int) -> ChunkDone | None:
                 return None
             job = session.get(SyncJob, job_id)
             assert job is not None
-            if attempts > settings.max_chunk_attempts:
-                log.error("chunk %s/%d abandoned after %d attempts", job_id, chunk_no, attempts - 1)
-                return settle_chunk(session, job_id=job_id, chunk_no=chunk_no, reason="abandoned")
-            if job.cancel_requested_at is not None:
-                return settle_chunk(session, job_id=job_id, chunk_no=chunk_no, reason="cancelled")
-            chunk = session.execute(
-                text("SELECT first_index, payload, rejections FROM job_chunks WHERE job_id = :j AND chunk_no = :c"),
-                {"j": job_id, "c": chunk_no},
-            ).one()
-            records, labels = _decode(job.type, chunk.first_index, bytes(chunk.payload), chunk.rejections)
-            scope = Scope(job.type, job.partner_id, job.business_id)  # type: ignore[arg-type]
-            outcomes = apply_isolating(session, scope=scope, seq=job.seq, records=records)
-            for outcome in outcomes:
-                if outcome.external_id is None and outcome.index in labels:
-                    outcome.external_id = labels[outcome.index]
-            return _finish(session, job, chunk_no, outcomes, abandoned=False)
+            # From here the worker's log lines also name the partner and the request that submitted the job.
+            with logs.bound(partner_id=job.partner_id, request_id=job.request_id):
+                if attempts > settings.max_chunk_attempts:
+                    log.error("chunk %s/%d abandoned after %d attempts", job_id, chunk_no, attempts - 1)
+                    return settle_chunk(session, job_id=job_id, chunk_no=chunk_no, reason="abandoned")
+                if job.cancel_requested_at is not None:
+                    return settle_chunk(session, job_id=job_id, chunk_no=chunk_no, reason="cancelled")
+                chunk = session.execute(
+                    text("SELECT first_index, payload, rejections FROM job_chunks WHERE job_id = :j AND chunk_no = :c"),
+                    {"j": job_id, "c": chunk_no},
+                ).one()
+                records, labels = _decode(job.type, chunk.first_index, bytes(chunk.payload), chunk.rejections)
+                _test_crash_hook(records)
+                scope = Scope(job.type, job.partner_id, job.business_id)  # type: ignore[arg-type]
+                outcomes = apply_isolating(session, scope=scope, seq=job.seq, records=records)
+                for outcome in outcomes:
+                    if outcome.external_id is None and outcome.index in labels:
+                        outcome.external_id = labels[outcome.index]
+                duration_ms = round((time.perf_counter() - started) * 1000)
+                done = _finish(session, job, chunk_no, outcomes, abandoned=False, duration_ms=duration_ms)
+                log.info(
+                    "chunk processed",
+                    extra={"chunk_no": chunk_no, "records": len(outcomes), "duration_ms": duration_ms}
+                    | {f"outcome_{name}": count for name, count in done.outcomes.items()},
+                )
+                return done
     finally:
         logs.job_id.reset(token)

@@ -41,6 +41,17 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
     queue_name: str = "pfsync"
+    # /metrics: chunk processing time is summarised over the chunks processed in this trailing window.
+    metrics_window_seconds: int = Field(default=300, ge=10)
+    # Completion webhooks (docs/operations.md): delivered by the scheduler process, retried with exponential
+    # backoff (base, doubling, capped at the max interval) for `webhook_retry_hours` after the job finished.
+    webhook_require_https: bool = True
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    webhook_retry_base_seconds: float = Field(default=30.0, gt=0)
+    webhook_retry_max_interval_seconds: float = Field(default=3 * 3600.0, gt=0)
+    webhook_retry_hours: float = Field(default=24.0, gt=0)
+    webhook_poll_seconds: float = Field(default=1.0, gt=0)
+    webhook_concurrency: int = Field(default=4, ge=1, le=64)
 
     @field_validator("database_url")
     @classmethod

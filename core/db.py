@@ -7,6 +7,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import orjson
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -46,6 +47,10 @@ def get_engine() -> Engine:
                     "application_name": "pfsync",
                     "options": "-c max_parallel_workers_per_gather=0",
                 },
+                # jsonb stores a JSON number such as 1e20 as an integer literal, which the json module would read
+                # back as an int beyond 64 bits that no response can serialize; orjson reads it as a float, as
+                # the API parsed it on the way in.
+                json_deserializer=orjson.loads,
             )
             _engine_pid = os.getpid()
             _sessionmaker = sessionmaker(_engine, expire_on_commit=False)

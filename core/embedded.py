@@ -7,12 +7,15 @@ data directory (default `.pfsync/`), so every `pfsync` command run in the same f
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -140,10 +143,94 @@ def stop_postgres(data_dir: Path) -> None:
         handle.cleanup()  # type: ignore[attr-defined]
 
 
+class ScratchPostgres:
+    """A throwaway PostgreSQL server of its own, from pgserver's binaries, on a fixed loopback port.
+
+    For fault drills (the fault tests, `benchmarks/chaos.py`): it can be stopped and started again at the same
+    address, without touching a server that anything else uses. Its data live in a fresh temporary folder that
+    `destroy()` removes. As root, the server runs as pgserver's system user (PostgreSQL refuses to run as root).
+    """
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="pfsync-scratch-pg-"))
+        self.pgdata = self.dir / "data"
+        self.log = self.dir / "postgres.log"
+        self.port = _free_port()
+        self._user: str | None = None
+
+    @property
+    def url(self) -> str:
+        """The server's `postgres` database, as the `postgres` superuser (trust authentication)."""
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, program: str, *args: str, timeout: float = 60) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from pgserver._commands import POSTGRES_BIN_PATH
+
+        extra: dict[str, Any] = {"user": self._user} if self._user else {}
+        subprocess.run(
+            [str(POSTGRES_BIN_PATH / program), *args],
+            check=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=timeout,
+            **extra,
+        )
+
+    def _prepare(self) -> None:
+        if os.geteuid() != 0:
+            return
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from pgserver._commands import POSTGRES_BIN_PATH
+            from pgserver.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
+
+        self._user = "pgserver"
+        entry = ensure_user_exists(self._user)
+        assert entry is not None
+        ensure_prefix_permissions(POSTGRES_BIN_PATH)
+        ensure_folder_permissions(POSTGRES_BIN_PATH, 0o055)
+        ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", 0o044)
+        os.chown(self.dir, entry.pw_uid, entry.pw_gid)
+        self.log.touch()
+        os.chown(self.log, entry.pw_uid, entry.pw_gid)
+
+    def start(self) -> str:
+        """Create the cluster on first use, start the server, wait until it accepts connections; its URL."""
+        if not (self.pgdata / "PG_VERSION").exists():
+            self._prepare()
+            self._run("initdb", "-D", str(self.pgdata), "--auth=trust", "-U", "postgres", "--encoding=utf8")
+        # Durability settings off: a drill kills processes, not the machine, and the page cache survives that.
+        options = (
+            f"-h 127.0.0.1 -p {self.port} -k {self.dir} -c fsync=off -c full_page_writes=off "
+            "-c synchronous_commit=off -c max_connections=200"
+        )
+        self._run("pg_ctl", "-D", str(self.pgdata), "-o", options, "-l", str(self.log), "-w", "-t", "60", "start")
+        return self.url
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server: `fast` (roll back and disconnect every client) or `immediate` (a crash)."""
+        self._run("pg_ctl", "-D", str(self.pgdata), "-m", mode, "-w", "-t", "60", "stop")
+
+    def running(self) -> bool:
+        return (self.pgdata / "postmaster.pid").exists()
+
+    def destroy(self) -> None:
+        """Stop the server if it runs and delete its data."""
+        if self.running():
+            try:
+                self.stop("immediate")
+            except (subprocess.SubprocessError, OSError):
+                log.warning("could not stop the scratch PostgreSQL in %s", self.dir)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 def embedded_redis_url(data_dir: Path) -> str | None:
     """The URL of this folder's running embedded Redis, if there is one."""
     port = EmbeddedRedis(data_dir).running_port()
     return f"redis://127.0.0.1:{port}/0" if port is not None else None
 
 
-__all__ = ["EmbeddedRedis", "embedded_redis_url", "ensure_postgres", "stop_postgres"]
+__all__ = ["EmbeddedRedis", "ScratchPostgres", "embedded_redis_url", "ensure_postgres", "stop_postgres"]

@@ -181,6 +181,8 @@ def _json(value: Any) -> str:
 
 def get_job(session: Session, *, partner_id: str, job_id: str, for_update: bool = False) -> SyncJob:
     """The partner's job, or `not_found`."""
+    if "\x00" in job_id:  # no id holds a NUL, and PostgreSQL refuses to compare text with one
+        raise not_found("job")
     query = select(SyncJob).where(SyncJob.id == job_id, SyncJob.partner_id == partner_id)
     if for_update:
         query = query.with_for_update()
@@ -211,8 +213,12 @@ def list_jobs(
     return rows[:limit], len(rows) > limit
 
 
-def cancel_job(session: Session, *, partner_id: str, job_id: str) -> SyncJob:
-    """Cancel a job: every chunk no worker holds ends `cancelled` now; chunks being processed finish."""
+def cancel_job(session: Session, *, partner_id: str, job_id: str) -> tuple[SyncJob, list[ChunkKey]]:
+    """Cancel a job: every chunk no worker holds ends `cancelled` now; chunks being processed finish.
+
+    Also returns the chunks to publish once the transaction commits: a job that ends here frees its partner's
+    slot, and the next waiting job is admitted at once.
+    """
     from core.chunks import settle_chunk
 
     job = get_job(session, partner_id=partner_id, job_id=job_id, for_update=True)
@@ -226,10 +232,13 @@ def cancel_job(session: Session, *, partner_id: str, job_id: str) -> SyncJob:
         text("SELECT chunk_no FROM job_chunks WHERE job_id = :j AND state <> 'done' ORDER BY chunk_no"),
         {"j": job.id},
     ).scalars()
+    to_publish: list[ChunkKey] = []
     for chunk_no in list(open_chunks):
-        settle_chunk(session, job_id=job.id, chunk_no=chunk_no, reason="cancelled")
+        done = settle_chunk(session, job_id=job.id, chunk_no=chunk_no, reason="cancelled")
+        if done is not None:
+            to_publish += done.to_publish
     session.expire(job)
-    return get_job(session, partner_id=partner_id, job_id=job_id)
+    return get_job(session, partner_id=partner_id, job_id=job_id), to_publish
 
 
 def sweep(session: Session) -> list[ChunkKey]:
@@ -266,9 +275,23 @@ def sweep(session: Session) -> list[ChunkKey]:
 
 
 def purge_expired_jobs(session: Session) -> int:
-    """Delete jobs (and their records and results) finished more than the retention ago."""
-    result = session.execute(
-        text("DELETE FROM sync_jobs WHERE finished_at < now() - make_interval(days => :d)"),
-        {"d": settings.job_retention_days},
+    """Delete jobs (and their records and results) finished more than the retention ago.
+
+    Their record counts move to `purged_record_counts` in the same statement, so the records counter of /metrics
+    (jobs kept plus jobs purged) never goes down.
+    """
+    counts = ", ".join(f"('{name}', {name})" for name in COUNTERS)
+    return int(
+        session.execute(
+            text(
+                "WITH gone AS (DELETE FROM sync_jobs WHERE finished_at < now() - make_interval(days => :d) "
+                f"  RETURNING {', '.join(COUNTERS)}), "
+                "folded AS (INSERT INTO purged_record_counts (outcome, records) "
+                f"  SELECT c.outcome, sum(c.n) FROM gone, LATERAL (VALUES {counts}) AS c(outcome, n) "
+                "  GROUP BY c.outcome HAVING sum(c.n) > 0 "
+                "  ON CONFLICT (outcome) DO UPDATE SET records = purged_record_counts.records + EXCLUDED.records) "
+                "SELECT count(*) FROM gone"
+            ),
+            {"d": settings.job_retention_days},
+        ).scalar_one()
     )
-    return int(getattr(result, "rowcount", 0) or 0)

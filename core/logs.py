@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextvars
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,6 +15,20 @@ import orjson
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 partner_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("partner_id", default=None)
 job_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("job_id", default=None)
+
+_CONTEXT = {"request_id": request_id, "partner_id": partner_id, "job_id": job_id}
+
+
+@contextmanager
+def bound(**values: str | None) -> Iterator[None]:
+    """Put `request_id`, `partner_id` and/or `job_id` in the log context for the block, then restore it."""
+    tokens = [(_CONTEXT[name], _CONTEXT[name].set(value)) for name, value in values.items()]
+    try:
+        yield
+    finally:
+        for var, token in reversed(tokens):
+            var.reset(token)
+
 
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "taskName"}
 
@@ -27,7 +43,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for name, var in (("request_id", request_id), ("partner_id", partner_id), ("job_id", job_id)):
+        for name, var in _CONTEXT.items():
             value = var.get()
             if value is not None:
                 event[name] = value

@@ -172,6 +172,8 @@ class JobChunk(Base):
     results: Mapped[bytes | None] = mapped_column(LargeBinary)
     outcome_counts: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # How long a worker took to apply the chunk; null when it ended without being applied (cancelled, abandoned).
+    duration_ms: Mapped[int | None] = mapped_column(Integer)
 
 
 Index(
@@ -180,6 +182,47 @@ Index(
     JobChunk.lease_until,
     postgresql_where=text("state <> 'done'"),
 )
+# /metrics summarises the chunks applied in a recent window.
+Index("ix_job_chunks_applied_at", JobChunk.processed_at, postgresql_where=text("duration_ms IS NOT NULL"))
+
+
+class PurgedRecordCount(Base):
+    """Records of jobs already purged, by outcome, so the records counter of /metrics never goes down."""
+
+    __tablename__ = "purged_record_counts"
+
+    outcome: Mapped[str] = mapped_column(Text, primary_key=True)
+    records: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class WebhookDelivery(Base):
+    """A notification that a job finished, for the partner's webhook: an outbox row written in the transaction
+    that finished the job, then delivered (and retried) by the scheduler."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (UniqueConstraint("job_id", "event", name="uq_webhook_deliveries_job_id_event"),)
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("sync_jobs.id", ondelete="CASCADE"), nullable=False)
+    event: Mapped[str] = mapped_column(Text, nullable=False)
+    url: Mapped[str] = mapped_column(Text, nullable=False)
+    # The exact bytes signed and sent on every attempt.
+    body: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    # pending -> succeeded | failed
+    status: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("'pending'"))
+    attempts: Mapped[int] = mapped_column(SmallInteger, nullable=False, server_default=text("0"))
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_status_code: Mapped[int | None] = mapped_column(SmallInteger)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    # One entry per attempt: {"attempt", "at", "status_code", "error", "duration_ms"}.
+    history: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, nullable=False, server_default=text("'[]'::jsonb"))
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _created()
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+Index("ix_webhook_deliveries_due", WebhookDelivery.next_attempt_at, postgresql_where=text("status = 'pending'"))
 
 
 class IdempotencyKey(Base):

@@ -19,6 +19,7 @@ _PHONE = r"^[0-9 +\-().]{3,32}$"
 _JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
 Text255 = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=_NO_NUL)]
+Identifier = Annotated[str, StringConstraints(pattern=_NO_NUL)]
 OptionalText255 = Annotated[str, StringConstraints(max_length=255, pattern=_NO_NUL)]
 Email = Annotated[str, StringConstraints(max_length=254, pattern=_EMAIL)]
 Phone = Annotated[str, StringConstraints(pattern=_PHONE)]
@@ -46,7 +47,7 @@ def check_metadata(value: dict[str, Any]) -> dict[str, Any]:
 class _SyncPayload(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    id: str | None = None
+    id: Identifier | None = None
     external_id: Text255 | None = None
     metadata: dict[str, Any] | None = None
     # Read-only fields an object read from the API carries: accepted and ignored.

@@ -196,9 +196,9 @@ def plan_records(
                 )
             )
         if errors:
-            plan.outcomes.append(
-                RecordOutcome(index, FAILED, target_id, target["external_id"] if target else None, errors)
-            )
+            # A record that would have been created is labelled with the external_id it was sent with.
+            label = target["external_id"] if target is not None else payload.external_id
+            plan.outcomes.append(RecordOutcome(index, FAILED, target_id, label, errors))
             continue
 
         if target is None:

@@ -1,4 +1,5 @@
-"""The scheduler process: republishes work whose lease ran out, and purges expired jobs and idempotency keys.
+"""The scheduler process: republishes work whose lease ran out, purges expired jobs and idempotency keys, and
+sends completion webhooks (in a thread of its own, so a slow receiver never delays the sweep).
 
 It talks to PostgreSQL directly and publishes to the broker, so it keeps working when the broker lost its data.
 """
@@ -18,6 +19,7 @@ from core.idempotency import purge_expired
 from core.jobs import purge_expired_jobs, sweep
 from workers.app import configure_broker
 from workers.publish import publish_chunks
+from workers.webhooks import run_dispatcher
 
 log = logging.getLogger(__name__)
 PURGE_EVERY_SECONDS = 3600.0
@@ -52,6 +54,8 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     log.info("scheduler started", extra={"sweep_interval_seconds": settings.sweep_interval_seconds})
+    webhooks = threading.Thread(target=run_dispatcher, args=(stop,), name="webhooks", daemon=True)
+    webhooks.start()
     next_purge = 0.0
     while not stop.is_set():
         try:
@@ -62,4 +66,6 @@ def main() -> None:
         except Exception:
             log.exception("scheduler pass failed; retrying")
         stop.wait(settings.sweep_interval_seconds)
+    # Attempts under way finish (or time out) and are recorded before the process exits.
+    webhooks.join(settings.webhook_timeout_seconds + 5)
     log.info("scheduler stopped")

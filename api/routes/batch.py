@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from api.deps import JSON_TYPES, NDJSON_TYPES, BodyStream, DbSession, PartnerId, media_type
 from api.idempotency import idempotent
+from api.openapi import BUSINESS, BUSINESS_SYNC, CUSTOMER, CUSTOMER_SYNC, JOB, batch_answer, batch_of, ok, request_body
 from api.responses import json_response
 from core import batch, logs
 from core.config import settings
@@ -20,8 +22,10 @@ from core.errors import DomainError
 from core.jobs import accept_batch, get_job, job_view
 from core.resources import get_business
 from core.results import compat_body
+from core.webhooks import resolve_callback_url
 from workers.publish import publish_chunks
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["batch sync"])
 _WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+)", re.IGNORECASE)
 FINISHED = ("completed", "cancelled", "failed")
@@ -48,17 +52,35 @@ BATCH_RESPONSES: dict[int | str, dict[str, object]] = {
 }
 
 
+CallbackUrl = Annotated[
+    str | None,
+    Query(
+        max_length=2048,
+        description="Notify this URL instead of your webhook when the job finishes; it must be on the origin "
+        "(scheme, host and port) of your webhook URL.",
+    ),
+]
+
+
 def _wait_seconds(request: Request) -> int:
     match = _WAIT.search(request.headers.get("prefer", ""))
     return min(int(match.group(1)), settings.max_wait_seconds) if match else 0
 
 
-def _accept(request: Request, session: DbSession, partner_id: str, kind: str, business_id: str | None) -> Response:
+def _accept(
+    request: Request,
+    session: DbSession,
+    partner_id: str,
+    kind: str,
+    business_id: str | None,
+    callback_url: str | None = None,
+) -> Response:
     fmt = batch_format(request)
     body = BodyStream(request, settings.max_body_bytes)
     to_publish: list[tuple[str, int]] = []
 
     def handle() -> Response:
+        webhook_url = resolve_callback_url(session, partner_id=partner_id, callback_url=callback_url)
         # NDJSON is parsed and stored chunk by chunk as it arrives, so memory stays flat in the body's size;
         # a JSON document has to be parsed whole.
         elements: Iterable[Any] = (
@@ -74,9 +96,11 @@ def _accept(request: Request, session: DbSession, partner_id: str, kind: str, bu
                 business_id=business_id,
                 elements=elements,
                 request_id=logs.request_id.get(),
+                webhook_url=webhook_url,
             )
         to_publish.extend(accepted.to_publish)
         job = accepted.job
+        log.info("job accepted", extra={"job_id": job.id, "records": job.total, "chunks": job.chunk_count})
         retry_after = max(1, min(60, job.total // 20_000))
         return json_response(
             job_view(job), 202, headers={"Location": f"/jobs/{job.id}", "Retry-After": str(retry_after)}
@@ -114,19 +138,38 @@ def _wait_for(partner_id: str, job_id: str, seconds: int) -> Response | None:
         delay = min(delay * 1.5, 0.5)
 
 
-@router.post("/sync/businesses/batch", status_code=202, responses=BATCH_RESPONSES, summary="Sync many businesses")
-def sync_businesses_batch(request: Request, session: DbSession, partner_id: PartnerId) -> Response:
+@router.post(
+    "/sync/businesses/batch",
+    status_code=202,
+    responses={
+        **BATCH_RESPONSES,
+        200: ok(batch_answer("businesses", BUSINESS), BATCH_RESPONSES[200]["description"]),  # type: ignore[arg-type]
+        202: ok(JOB, BATCH_RESPONSES[202]["description"]),  # type: ignore[arg-type]
+    },
+    openapi_extra=request_body(batch_of("businesses", BUSINESS_SYNC), ndjson=True),
+    summary="Sync many businesses",
+)
+def sync_businesses_batch(
+    request: Request, session: DbSession, partner_id: PartnerId, callback_url: CallbackUrl = None
+) -> Response:
     """Accept up to PFSYNC_MAX_BATCH_RECORDS businesses as `{"businesses": [...]}` or NDJSON; answer with a job."""
-    return _accept(request, session, partner_id, "businesses", None)
+    return _accept(request, session, partner_id, "businesses", None, callback_url)
 
 
 @router.post(
     "/sync/businesses/{business_id}/customers/batch",
     status_code=202,
-    responses=BATCH_RESPONSES,
+    responses={
+        **BATCH_RESPONSES,
+        200: ok(batch_answer("customers", CUSTOMER), BATCH_RESPONSES[200]["description"]),  # type: ignore[arg-type]
+        202: ok(JOB, BATCH_RESPONSES[202]["description"]),  # type: ignore[arg-type]
+    },
+    openapi_extra=request_body(batch_of("customers", CUSTOMER_SYNC), ndjson=True),
     summary="Sync many customers of a business",
 )
-def sync_customers_batch(request: Request, session: DbSession, partner_id: PartnerId, business_id: str) -> Response:
+def sync_customers_batch(
+    request: Request, session: DbSession, partner_id: PartnerId, business_id: str, callback_url: CallbackUrl = None
+) -> Response:
     """Accept up to PFSYNC_MAX_BATCH_RECORDS customers as `{"customers": [...]}` or NDJSON; answer with a job."""
     get_business(session, partner_id=partner_id, business_id=business_id)
-    return _accept(request, session, partner_id, "customers", business_id)
+    return _accept(request, session, partner_id, "customers", business_id, callback_url)

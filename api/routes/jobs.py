@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
-from api.deps import DbSession, PartnerId
+from api.deps import DbSession, PartnerId, after_commit
 from api.idempotency import idempotent
+from api.openapi import JOB, RESULT, list_of, ok
 from api.responses import json_response
 from core import jobs, results
+from workers.publish import publish_chunks
 
 router = APIRouter(tags=["jobs"])
 
@@ -19,19 +22,19 @@ Outcome = Literal["created", "replaced", "unchanged", "superseded", "failed", "c
 Limit = Annotated[int, Query(ge=1, le=1000)]
 
 
-@router.get("/jobs/{job_id}", summary="A job's status and counts")
+@router.get("/jobs/{job_id}", summary="A job's status and counts", responses={200: ok(JOB)})
 def get_job(session: DbSession, partner_id: PartnerId, job_id: str) -> Response:
     return json_response(jobs.job_view(jobs.get_job(session, partner_id=partner_id, job_id=job_id)))
 
 
-@router.get("/jobs", summary="The partner's jobs, newest first")
+@router.get("/jobs", summary="The partner's jobs, newest first", responses={200: ok(list_of(JOB))})
 def list_jobs(
     session: DbSession,
     partner_id: PartnerId,
     status: Status | None = None,
     type: Literal["businesses", "customers"] | None = None,  # noqa: A002
     limit: Limit = 100,
-    starting_after: str | None = None,
+    starting_after: Annotated[str | None, Query(pattern=r"^[^\x00]*$", description="Return jobs after this id")] = None,
 ) -> Response:
     rows, has_more = jobs.list_jobs(
         session, partner_id=partner_id, status=status, kind=type, limit=limit, starting_after=starting_after
@@ -45,7 +48,15 @@ def list_jobs(
 @router.get(
     "/jobs/{job_id}/results",
     summary="Per-record results in input order",
-    responses={200: {"content": {"application/x-ndjson": {}}, "description": "A page, or every result as NDJSON"}},
+    responses={
+        200: {
+            "description": "A page, or every result as NDJSON (`Accept: application/x-ndjson`)",
+            "content": {
+                "application/json": {"schema": list_of(RESULT)},
+                "application/x-ndjson": {"schema": {"type": "string", "description": "One result per line"}},
+            },
+        }
+    },
 )
 def job_results(
     request: Request,
@@ -60,9 +71,11 @@ def job_results(
     job = jobs.get_job(session, partner_id=partner_id, job_id=job_id)
     after = -1 if starting_after is None else starting_after
     if "application/x-ndjson" in request.headers.get("accept", ""):
-        return StreamingResponse(
-            results.stream_results_ndjson(job.id, outcome=outcome, after=after), media_type="application/x-ndjson"
-        )
+        lines = results.stream_results_ndjson(job.id, outcome=outcome, after=after)
+        # The first lines are read before the answer starts, so a database that fails right now is a 503 problem,
+        # not a 200 cut short.
+        first = next(lines, b"")
+        return StreamingResponse(itertools.chain([first], lines), media_type="application/x-ndjson")
     page, has_more = results.results_page(session, job.id, outcome=outcome, starting_after=after, limit=limit)
     return json_response(
         {
@@ -74,13 +87,22 @@ def job_results(
     )
 
 
-@router.post("/jobs/{job_id}/cancel", summary="Cancel a job")
+@router.post(
+    "/jobs/{job_id}/cancel",
+    summary="Cancel a job",
+    responses={200: ok(JOB), 409: {"description": "`job_finished`: the job is already finished"}},
+)
 def cancel_job(request: Request, session: DbSession, partner_id: PartnerId, job_id: str) -> Response:
     """Records not yet processed end `cancelled`; processed ones stay. A finished job answers 409."""
-    return idempotent(
-        request,
-        session,
-        partner_id,
-        b"",
-        lambda: json_response(jobs.job_view(jobs.cancel_job(session, partner_id=partner_id, job_id=job_id))),
-    )
+
+    def handle() -> Response:
+        job, to_publish = jobs.cancel_job(session, partner_id=partner_id, job_id=job_id)
+
+        def publish() -> None:
+            # The partner's next waiting job may have been admitted by this cancel: its chunks go out after commit.
+            publish_chunks(to_publish)
+
+        after_commit(session, publish)
+        return json_response(jobs.job_view(job))
+
+    return idempotent(request, session, partner_id, b"", handle)

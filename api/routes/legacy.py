@@ -17,6 +17,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.deps import JSON_TYPES, Body, DbSession, PartnerId, media_type, parse_json, parse_json_object, read_body
 from api.idempotency import idempotent
+from api.openapi import (
+    BUSINESS,
+    CUSTOMER,
+    LEGACY_BUSINESS_CREATE,
+    LEGACY_BUSINESS_UPDATE,
+    LEGACY_CUSTOMER_CREATE,
+    LEGACY_CUSTOMER_UPDATE,
+    batch_of,
+    nullable,
+    ok,
+    request_body,
+)
 from api.responses import json_response
 from core import legacy
 from core.config import settings
@@ -77,6 +89,26 @@ BATCH_RESPONSES: dict[int | str, dict[str, object]] = {
     415: {"description": "Not JSON"},
     422: {"description": "`invalid_envelope` or `empty_batch`"},
 }
+LEGACY_BATCH_ANSWER = {
+    "type": "object",
+    "required": ["customers", "errors"],
+    "properties": {
+        "customers": {"type": "array", "items": nullable(CUSTOMER)},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["message", "path"],
+                "properties": {"message": {"type": "string"}, "path": {"type": "string"}},
+            },
+        },
+    },
+}
+LEGACY_BATCH_UPDATE_ANSWER = {
+    "type": "object",
+    "required": ["customers"],
+    "properties": {"customers": {"type": "array", "items": CUSTOMER}},
+}
 
 
 async def legacy_batch_body(request: Request) -> bytes:
@@ -101,7 +133,12 @@ def _write(request: Request, session: Session, partner_id: str, body: bytes, wri
     return idempotent(request, session, partner_id, body, lambda: json_response(write()))
 
 
-@router.post("/businesses", responses=LEGACY_RESPONSES, summary="Create a business (legacy)")
+@router.post(
+    "/businesses",
+    responses={**LEGACY_RESPONSES, 200: ok(BUSINESS)},
+    openapi_extra=request_body(LEGACY_BUSINESS_CREATE),
+    summary="Create a business (legacy)",
+)
 def create_business(request: Request, session: DbSession, partner_id: PartnerId, body: Body) -> Response:
     """Create a business: `name` required, `external_id` and `metadata` optional. Successor: `POST /sync/businesses`."""
     return _write(
@@ -113,7 +150,12 @@ def create_business(request: Request, session: DbSession, partner_id: PartnerId,
     )
 
 
-@router.post("/businesses/{business_id}", responses=LEGACY_RESPONSES, summary="Update a business (legacy)")
+@router.post(
+    "/businesses/{business_id}",
+    responses={**LEGACY_RESPONSES, 200: ok(BUSINESS)},
+    openapi_extra=request_body(LEGACY_BUSINESS_UPDATE),
+    summary="Update a business (legacy)",
+)
 def update_business(
     request: Request, session: DbSession, partner_id: PartnerId, business_id: str, body: Body
 ) -> Response:
@@ -128,7 +170,12 @@ def update_business(
     )
 
 
-@router.post("/businesses/{business_id}/customers", responses=LEGACY_RESPONSES, summary="Create a customer (legacy)")
+@router.post(
+    "/businesses/{business_id}/customers",
+    responses={**LEGACY_RESPONSES, 200: ok(CUSTOMER)},
+    openapi_extra=request_body(LEGACY_CUSTOMER_CREATE),
+    summary="Create a customer (legacy)",
+)
 def create_customer(
     request: Request, session: DbSession, partner_id: PartnerId, business_id: str, body: Body
 ) -> Response:
@@ -145,7 +192,8 @@ def create_customer(
 
 @router.post(
     "/businesses/{business_id}/customers/batch",
-    responses=BATCH_RESPONSES,
+    responses={**BATCH_RESPONSES, 200: ok(LEGACY_BATCH_ANSWER, "An object (or null) per index, and every error")},
+    openapi_extra=request_body(batch_of("customers", LEGACY_CUSTOMER_CREATE, max_items=1000)),
     summary="Create up to 1000 customers, each alone (legacy)",
 )
 def create_customers(
@@ -165,7 +213,12 @@ def create_customers(
 
 @router.post(
     "/businesses/{business_id}/customers/batch_update",
-    responses={**BATCH_RESPONSES, 409: {"description": "Every error is a conflict; nothing changed"}},
+    responses={
+        **BATCH_RESPONSES,
+        200: ok(LEGACY_BATCH_UPDATE_ANSWER, "Every customer, updated"),
+        409: {"description": "Every error is a conflict; nothing changed"},
+    },
+    openapi_extra=request_body(batch_of("customers", {**LEGACY_CUSTOMER_UPDATE, "required": ["id"]}, max_items=1000)),
     summary="Update up to 1000 customers, all or nothing (legacy)",
 )
 def update_customers(
@@ -187,7 +240,12 @@ def update_customers(
     )
 
 
-@router.post("/customers/{customer_id}", responses=LEGACY_RESPONSES, summary="Update a customer (legacy)")
+@router.post(
+    "/customers/{customer_id}",
+    responses={**LEGACY_RESPONSES, 200: ok(CUSTOMER)},
+    openapi_extra=request_body(LEGACY_CUSTOMER_UPDATE),
+    summary="Update a customer (legacy)",
+)
 def update_customer(
     request: Request, session: DbSession, partner_id: PartnerId, customer_id: str, body: Body
 ) -> Response:

@@ -8,26 +8,33 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from api.deps import DbSession, PartnerId
+from api.openapi import BUSINESS, CUSTOMER, list_of, ok
 from api.responses import json_response, list_body
 from core import resources
 
 router = APIRouter(tags=["reads"])
 
+# PostgreSQL cannot compare text holding a NUL character: refuse it as a bad parameter.
+_NO_NUL = r"^[^\x00]*$"
 Limit = Annotated[int, Query(ge=1, le=1000, description="Page size, 1 to 1000")]
-Cursor = Annotated[str | None, Query(description="Return items after this id (`next_cursor`)")]
+Cursor = Annotated[str | None, Query(pattern=_NO_NUL, description="Return items after this id (`next_cursor`)")]
+ExternalId = Annotated[str | None, Query(pattern=_NO_NUL, description="Only the record with this external_id")]
+EmailFilter = Annotated[
+    str | None, Query(pattern=_NO_NUL, description="Only the customer with this email address (any case)")
+]
 
 
-@router.get("/businesses/{business_id}", summary="Get a business")
+@router.get("/businesses/{business_id}", summary="Get a business", responses={200: ok(BUSINESS)})
 def get_business(session: DbSession, partner_id: PartnerId, business_id: str) -> Response:
     business = resources.get_business(session, partner_id=partner_id, business_id=business_id)
     return json_response(resources.business_view(business))
 
 
-@router.get("/businesses", summary="List businesses, oldest first")
+@router.get("/businesses", summary="List businesses, oldest first", responses={200: ok(list_of(BUSINESS))})
 def list_businesses(
     session: DbSession,
     partner_id: PartnerId,
-    external_id: str | None = None,
+    external_id: ExternalId = None,
     limit: Limit = 100,
     starting_after: Cursor = None,
 ) -> Response:
@@ -37,13 +44,17 @@ def list_businesses(
     return json_response(list_body([resources.business_view(b) for b in rows], has_more))
 
 
-@router.get("/businesses/{business_id}/customers", summary="List a business's customers, oldest first")
+@router.get(
+    "/businesses/{business_id}/customers",
+    summary="List a business's customers, oldest first",
+    responses={200: ok(list_of(CUSTOMER))},
+)
 def list_customers(
     session: DbSession,
     partner_id: PartnerId,
     business_id: str,
-    external_id: str | None = None,
-    email_address: str | None = None,
+    external_id: ExternalId = None,
+    email_address: EmailFilter = None,
     limit: Limit = 100,
     starting_after: Cursor = None,
 ) -> Response:
@@ -59,7 +70,7 @@ def list_customers(
     return json_response(list_body([resources.customer_view(c) for c in rows], has_more))
 
 
-@router.get("/customers/{customer_id}", summary="Get a customer")
+@router.get("/customers/{customer_id}", summary="Get a customer", responses={200: ok(CUSTOMER)})
 def get_customer(session: DbSession, partner_id: PartnerId, customer_id: str) -> Response:
     customer = resources.get_customer(session, partner_id=partner_id, customer_id=customer_id)
     return json_response(resources.customer_view(customer))

@@ -7,6 +7,7 @@ from fastapi.responses import Response
 
 from api.deps import Body, DbSession, PartnerId, parse_json_object
 from api.idempotency import idempotent
+from api.openapi import BUSINESS, BUSINESS_SYNC, CUSTOMER, CUSTOMER_SYNC, ok, request_body
 from api.responses import json_response
 from core.resources import get_business, sync_one
 from core.sync import Scope
@@ -28,14 +29,22 @@ def _sync_response(request: Request, session: DbSession, partner_id: str, body: 
     return idempotent(request, session, partner_id, body, handle)
 
 
-@router.post("/sync/businesses", responses=SYNC_RESPONSES, summary="Create or replace one business")
+@router.post(
+    "/sync/businesses",
+    responses={**SYNC_RESPONSES, 200: ok(BUSINESS, "The stored business; header `Sync-Outcome` tells what happened")},
+    openapi_extra=request_body(BUSINESS_SYNC),
+    summary="Create or replace one business",
+)
 def sync_business(request: Request, session: DbSession, partner_id: PartnerId, body: Body) -> Response:
     """Create or wholly replace a business, found by `id` or else by `external_id`."""
     return _sync_response(request, session, partner_id, body, Scope("businesses", partner_id))
 
 
 @router.post(
-    "/sync/businesses/{business_id}/customers", responses=SYNC_RESPONSES, summary="Create or replace one customer"
+    "/sync/businesses/{business_id}/customers",
+    responses={**SYNC_RESPONSES, 200: ok(CUSTOMER, "The stored customer; header `Sync-Outcome` tells what happened")},
+    openapi_extra=request_body(CUSTOMER_SYNC),
+    summary="Create or replace one customer",
 )
 def sync_customer(
     request: Request, session: DbSession, partner_id: PartnerId, business_id: str, body: Body

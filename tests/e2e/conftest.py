@@ -7,7 +7,9 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -64,11 +66,13 @@ class Process:
 
 
 def worker_process(log_dir: Path, name: str = "worker", concurrency: int = 2, **env: str) -> Process:
+    """A Celery worker consuming `PFSYNC_QUEUE_NAME` (the session's queue unless `env` names another)."""
+    queue = env.get("PFSYNC_QUEUE_NAME", os.environ["PFSYNC_QUEUE_NAME"])
     return Process(
         name,
         [
             sys.executable, "-m", "celery", "-A", "workers.app:celery_app", "worker",
-            "-Q", os.environ["PFSYNC_QUEUE_NAME"], "-c", str(concurrency), "-E",
+            "-Q", queue, "-c", str(concurrency), "-E",
             "--without-mingle", "--without-gossip", "-n", f"{name}-{os.getpid()}@%h", "--loglevel", "INFO",
         ],
         log_dir,
@@ -114,3 +118,83 @@ def wait_job(client: Any, job_id: str, timeout: float = 60) -> dict[str, Any]:
 
     result: dict[str, Any] = wait_for(finished, timeout, 0.1, f"job {job_id}")
     return result
+
+
+def queue_length(queue: str) -> int:
+    """How many messages wait in a broker queue."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        return int(client.llen(queue))
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def idle_queue() -> Iterator[str]:
+    """The name of a fresh queue that no worker consumes until the test starts one on it (`start_worker`);
+    whatever is left in it is dropped at the end of the test."""
+    import redis
+
+    name = f"pfsync-test-idle-{uuid.uuid4().hex[:8]}"
+    yield name
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.delete(name, f"_kombu.binding.{name}")
+    finally:
+        client.close()
+
+
+@contextmanager
+def publishing_to(queue: str) -> Iterator[None]:
+    """Make the in-process API publish the chunks of the batches it accepts to `queue`."""
+    from core.config import settings
+    from workers.app import celery_app
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(settings, "queue_name", queue)
+        patch.setitem(celery_app.conf, "task_default_queue", queue)
+        yield
+
+
+@pytest.fixture
+def start_worker(log_dir: Path) -> Iterator[Callable[..., Process]]:
+    """Start a dedicated worker on a queue; every worker started is stopped when the test ends."""
+    started: list[Process] = []
+
+    def start(queue: str, name: str, concurrency: int = 2) -> Process:
+        process = worker_process(log_dir, name=f"{name}-{uuid.uuid4().hex[:4]}", concurrency=concurrency,
+                                 PFSYNC_QUEUE_NAME=queue)  # fmt: skip
+        started.append(process.start())
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture
+def business(client: Any) -> dict[str, Any]:
+    """A business of the test's partner."""
+    response = client.post("/sync/businesses", json={"external_id": "biz-main", "name": "Main Street Salon"})
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def batch_url(business_id: str) -> str:
+    return f"/sync/businesses/{business_id}/customers/batch"
+
+
+def all_results(client: Any, job_id: str, **params: Any) -> list[dict[str, Any]]:
+    """Every result of a job, read page by page through the JSON API."""
+    results: list[dict[str, Any]] = []
+    cursor: str | None = None
+    while True:
+        query = {"limit": 1000, **params} | ({"starting_after": cursor} if cursor else {})
+        page = client.get(f"/jobs/{job_id}/results", params=query).json()
+        results += page["data"]
+        if not page["has_more"]:
+            return results
+        cursor = page["next_cursor"]
