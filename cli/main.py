@@ -6,12 +6,15 @@ import argparse
 from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 
+from rich.markup import escape
 from sqlalchemy.exc import OperationalError
 
 from cli.output import CommandError, err_console
 from cli.partners import partner_name
 
 Command = Callable[[argparse.Namespace], int]
+PUSH_FORMATS = ("json", "ndjson", "csv")
+MAX_IDEMPOTENCY_KEY = 255
 
 
 def port_number(value: str) -> int:
@@ -28,6 +31,29 @@ def positive_int(value: str) -> int:
     if number < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return number
+
+
+def list_limit(value: str) -> int:
+    """argparse type for how many items to list: 1 to 1000."""
+    number = int(value)
+    if not 1 <= number <= 1000:
+        raise argparse.ArgumentTypeError("must be 1 to 1000")
+    return number
+
+
+def idempotency_key(value: str) -> str:
+    """argparse type for an Idempotency-Key: 1 to 255 characters."""
+    if not 1 <= len(value) <= MAX_IDEMPOTENCY_KEY:
+        raise argparse.ArgumentTypeError(f"an idempotency key is 1 to {MAX_IDEMPOTENCY_KEY} characters")
+    return value
+
+
+def _client_options(parser: argparse.ArgumentParser) -> None:
+    """`--url`, `--key` and `--secret` of the commands that call the API (cli.client reads the environment)."""
+    group = parser.add_argument_group("service and credentials")
+    group.add_argument("--url", help="the service's base URL (default: $PFSYNC_URL, else http://127.0.0.1:8000)")
+    group.add_argument("--key", metavar="KEY_ID", help="API key id (default: $PFSYNC_KEY)")
+    group.add_argument("--secret", help="API key secret (default: $PFSYNC_SECRET)")
 
 
 # Each command imports its module when it runs, so `pfsync --help` or `pfsync partner create` do not pay for
@@ -66,6 +92,24 @@ def _partner_create(args: argparse.Namespace) -> int:
     from cli.partners import run_partner_create
 
     return run_partner_create(name=args.name, as_json=args.json)
+
+
+def _push(args: argparse.Namespace) -> int:
+    from cli.push import run_push
+
+    return run_push(args)
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    from cli.jobs import run_jobs
+
+    return run_jobs(args)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from cli.status import run_status
+
+    return run_status(as_json=args.json, limit=args.limit)
 
 
 def _package_version() -> str:
@@ -142,7 +186,67 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help='print {"partner_id", "key_id", "secret"} as JSON on stdout'
     )
     create.set_defaults(run=_partner_create)
+
+    _add_client_commands(commands)
     return parser
+
+
+def _add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`push` and `jobs` call the API with an API key; `status` reads the database and the broker."""
+    push = commands.add_parser(
+        "push",
+        help="upload a JSON, NDJSON or CSV file as a batch and follow its job",
+        description="Upload FILE as a batch (JSON, NDJSON or CSV, streamed from disk), show the upload and the "
+        "processing, print the counts and write the failed results to FILE.failed.ndjson. Exit status: 0 every "
+        "record succeeded, 1 some failed or were cancelled, 2 usage error, 3 refused by the service or "
+        "service unreachable.",
+    )
+    push.add_argument("file", metavar="FILE", help="the records: .json, .ndjson/.jsonl or .csv")
+    kind = push.add_mutually_exclusive_group(required=True)
+    kind.add_argument("--businesses", action="store_true", help="FILE holds businesses")
+    kind.add_argument("--customers", metavar="BUSINESS_ID", help="FILE holds customers of this business")
+    push.add_argument("--format", choices=PUSH_FORMATS, help="the file's format (default: from its extension)")
+    push.add_argument(
+        "--idempotency-key", type=idempotency_key, metavar="KEY", help="send it as Idempotency-Key (safe retries)"
+    )
+    push.add_argument(
+        "--no-wait", action="store_true", help="exit once the batch is accepted (0), without following the job"
+    )
+    _client_options(push)
+    push.set_defaults(run=_push)
+
+    jobs = commands.add_parser(
+        "jobs",
+        help="list recent jobs, or show one (--watch: live progress)",
+        description="Without JOB_ID, the partner's recent jobs, newest first; with it, the job's details and "
+        "counts. --watch shows live progress until the job (or every unfinished listed job) finishes.",
+    )
+    jobs.add_argument("job_id", nargs="?", metavar="JOB_ID", help="the job to show")
+    jobs.add_argument(
+        "--status", choices=("queued", "running", "completed", "cancelled", "failed"), help="only jobs in this status"
+    )
+    jobs.add_argument("--type", choices=("businesses", "customers"), help="only jobs of this type")
+    jobs.add_argument(
+        "--limit", type=list_limit, default=20, metavar="N", help="jobs to list, 1-1000 (default: %(default)s)"
+    )
+    output = jobs.add_mutually_exclusive_group()
+    output.add_argument("--watch", action="store_true", help="follow unfinished jobs with live progress bars")
+    output.add_argument("--json", action="store_true", help="print the API's JSON (the job, or the list) on stdout")
+    _client_options(jobs)
+    jobs.set_defaults(run=_jobs)
+
+    status = commands.add_parser(
+        "status",
+        help="queue depth, live workers and unfinished jobs (operators)",
+        description="Read the database and the broker directly (DATABASE_URL / REDIS_URL, or the folder's "
+        "embedded servers): messages waiting and unacknowledged in the queue, the workers that answer, and the "
+        "unfinished jobs of every partner with their progress. Exit status 1 when a source does not answer.",
+    )
+    status.add_argument("--json", action="store_true", help="print one JSON object on stdout, for scripts")
+    status.add_argument(
+        "--limit", type=list_limit, default=50, metavar="N", help="unfinished jobs to list (default: %(default)s)"
+    )
+    status.set_defaults(run=_status)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -152,7 +256,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return command(args)
     except CommandError as exc:
-        err_console.print(f"[red]error:[/] {exc}")
+        err_console.print(f"[red]error:[/] {escape(str(exc))}")
+        return exc.exit_code
     except OperationalError as exc:
         err_console.print(f"[red]error:[/] cannot reach the database: {str(exc.orig or exc).strip()}")
     except KeyboardInterrupt:
