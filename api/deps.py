@@ -5,20 +5,22 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Annotated, Any
 
+import anyio
 import anyio.from_thread
 import orjson
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from core import logs
 from core.config import settings
 from core.db import new_session
 from core.errors import DomainError
 from core.idempotency import fingerprint_hasher
-from core.partners import authenticate
+from core.partners import authenticate, cached_partner
 
 log = logging.getLogger(__name__)
 
@@ -32,21 +34,46 @@ def after_commit(session: Session, callback: Callable[[], None]) -> None:
     session.info.setdefault("after_commit", []).append(callback)
 
 
-def get_session() -> Iterator[Session]:
-    """The request's session: committed when the route returns, before the response is sent."""
-    session = new_session()
+def _commit(session: Session) -> None:
     try:
-        yield session
         session.commit()
-        for callback in session.info.pop("after_commit", []):
-            try:
-                callback()
-            except Exception:
-                log.exception("after-commit callback failed")
     except BaseException:
         session.rollback()
         raise
     finally:
+        session.close()
+    for callback in session.info.pop("after_commit", []):
+        try:
+            callback()
+        except Exception:
+            log.exception("after-commit callback failed")
+
+
+def _roll_back(session: Session) -> None:
+    try:
+        session.rollback()
+    finally:
+        session.close()
+
+
+async def get_session() -> AsyncIterator[Session]:
+    """The request's session: committed when the route returns, before the response is sent.
+
+    Opening a session does no I/O, so it happens in the request's task; ending one does (COMMIT, giving the
+    connection back), so that runs in the thread pool, unless the route committed already (the single-record
+    routes and `GET /jobs/{id}` do, in their own thread): every trip through the pool costs the request CPU.
+    """
+    session = new_session()
+    try:
+        yield session
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await run_in_threadpool(_roll_back, session)
+        raise
+    if session.in_transaction() or session.info.get("after_commit"):
+        with anyio.CancelScope(shield=True):
+            await run_in_threadpool(_commit, session)
+    else:
         session.close()
 
 
@@ -57,8 +84,12 @@ def _unauthorized(detail: str) -> DomainError:
     return DomainError("unauthorized", detail, 401, headers={"WWW-Authenticate": 'Basic realm="pfsync"'})
 
 
-def current_partner(request: Request, session: DbSession) -> str:
-    """The partner whose API key (HTTP Basic: key id and secret) signed the request."""
+async def current_partner(request: Request, session: DbSession) -> str:
+    """The partner whose API key (HTTP Basic: key id and secret) signed the request, also put in the log context.
+
+    Async: a key checked in the last seconds is answered from memory without a trip through the thread pool, and
+    the log context set here, in the request's own task, is inherited by the route's thread.
+    """
     header = request.headers.get("authorization")
     if not header:
         raise _unauthorized("Authenticate with HTTP Basic: your API key id as username, its secret as password.")
@@ -72,24 +103,17 @@ def current_partner(request: Request, session: DbSession) -> str:
     key_id, sep, secret = decoded.partition(":")
     if not sep or not key_id or not secret:
         raise _unauthorized("Malformed Basic credentials.")
-    partner_id = authenticate(session, key_id=key_id, secret=secret)
+    partner_id = cached_partner(key_id=key_id, secret=secret)
+    if partner_id is None:
+        partner_id = await run_in_threadpool(lambda: authenticate(session, key_id=key_id, secret=secret))
     if partner_id is None:
         raise _unauthorized("Unknown API key or wrong secret.")
     request.state.partner_id = partner_id
-    return partner_id
-
-
-async def partner_in_log_context(partner_id: Annotated[str, Depends(current_partner)]) -> str:
-    """The authenticated partner, put in the log context of the rest of the request.
-
-    Async on purpose: it runs in the request's own task, whose context the route's thread inherits (a value set in
-    `current_partner`, which runs in a pool thread, would end with that thread's call).
-    """
     logs.partner_id.set(partner_id)
     return partner_id
 
 
-PartnerId = Annotated[str, Depends(partner_in_log_context)]
+PartnerId = Annotated[str, Depends(current_partner)]
 
 
 def media_type(request: Request) -> str:

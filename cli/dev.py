@@ -267,7 +267,7 @@ def run_dev(*, host: str, port: int, concurrency: int) -> int:
         if signals.requested:
             return 0
         worker = ["worker", "--concurrency", str(concurrency)]
-        children.append(start_child("api", ["api", "--host", host, "--port", str(port), "--workers", "1"], env))
+        children.append(start_child("api", ["api", "--host", host, "--port", str(port)], env))
         children.append(start_child("worker", worker, env))
         children.append(start_child("scheduler", ["scheduler"], env))
         stack = Stack(api_url(host, port), embedded_postgres, redis is not None)

@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--host", default="0.0.0.0", help="address to listen on (default: %(default)s)")
     api.add_argument("--port", type=port_number, default=8000, help="port (default: %(default)s)")
     api.add_argument(
-        "--workers", type=positive_int, default=1, metavar="N", help="uvicorn processes (default: %(default)s)"
+        "--workers", type=positive_int, metavar="N", help="uvicorn processes (default: one per CPU, at most 4)"
     )
     api.set_defaults(run=_api)
 

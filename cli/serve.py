@@ -6,7 +6,10 @@ of the data folder, which stays up while any process holds it.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from typing import Any
 
 from cli.output import QUIET_LOGGERS, CommandError, configure_logging, console
@@ -56,12 +59,42 @@ def uvicorn_log_config() -> dict[str, Any]:
     }
 
 
-def run_api(*, host: str, port: int, workers: int) -> int:
+MAX_DEFAULT_API_WORKERS = 4
+
+
+def default_api_workers() -> int:
+    """`pfsync api` processes unless `--workers` says otherwise: one per CPU this process may use, at most 4.
+
+    One process serves one request's Python at a time (the GIL); on two cores a second one raised single-record
+    syncs from about 500 to 650 a second (docs/performance.md).
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, MAX_DEFAULT_API_WORKERS))
+
+
+def share_http_metrics() -> None:
+    """Several API processes: keep their HTTP metrics in files of one directory, so /metrics sums them all
+    (docs/operations.md). Unless `PROMETHEUS_MULTIPROC_DIR` names one already, a fresh directory is made (no stale
+    values of an earlier run) and removed on exit."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    directory = tempfile.mkdtemp(prefix="pfsync-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+
+
+def run_api(*, host: str, port: int, workers: int | None = None) -> int:
     """Serve the HTTP API with uvicorn until SIGINT or SIGTERM."""
     import uvicorn
 
     configure_logging()
     pin_database_url()
+    workers = workers or default_api_workers()
+    if workers > 1:
+        share_http_metrics()
     uvicorn.run(
         "api.app:app",
         host=host,

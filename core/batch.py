@@ -7,8 +7,8 @@ goes out fast.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,8 @@ _DUPLICATE_KEYS = {
     "businesses": ("id", "external_id"),
     "customers": ("id", "external_id", "email_address"),
 }
+_KEY_ORDER = _DUPLICATE_KEYS["customers"]
+_HASH_BUCKETS = 16
 
 
 @dataclass(slots=True)
@@ -38,17 +40,19 @@ class Chunk:
 class ParsedBatch:
     """A batch's records as parsed, judged one by one, and the errors of those rejected at acceptance.
 
-    Records can be cut off into chunks as they come (`cut`), so a streamed batch never sits whole in memory;
-    only what duplicate detection needs (each key's first index) is kept for the whole batch.
+    Records can be cut off into chunks as they come (`cut`), so a streamed batch never sits whole in memory.
+    For duplicate detection, only a 64-bit hash of each key is kept for the whole batch (16 bytes a key, where
+    the keys themselves in dictionaries took some 120), spread over buckets so that finding the equal ones at the
+    end never holds more than a bucket as Python objects: those are the candidates, checked against the records'
+    actual values (`duplicate_errors`). So memory stays flat in the size of a streamed batch.
     """
 
     # The records not cut into a chunk yet; `records[0]` has index `offset`.
     records: list[Any] = field(default_factory=list)
     offset: int = 0
     rejections: dict[int, list[FieldError]] = field(default_factory=dict)
-    # For duplicate detection: per key name, the first index of each value, and every index of repeated ones.
-    first_seen: dict[str, dict[str, int]] = field(default_factory=lambda: defaultdict(dict))
-    repeated: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    # For duplicate detection: per key name, buckets of the hash of each record's value and the record's index.
+    key_hashes: dict[str, list[tuple[array[int], array[int]]]] = field(default_factory=dict)
 
     @property
     def count(self) -> int:
@@ -64,14 +68,16 @@ class ParsedBatch:
             ]
             return
         for key in _DUPLICATE_KEYS[kind]:
-            value = element.get(key)
-            if value.__class__ is not str:
+            value = _key_value(key, element)
+            if value is None:
                 continue
-            if key == "email_address":
-                value = value.lower()
-            first = self.first_seen[key].setdefault(value, index)
-            if first != index:
-                self.repeated.setdefault((key, value), [first]).append(index)
+            buckets = self.key_hashes.get(key)
+            if buckets is None:
+                buckets = self.key_hashes[key] = [(array("q"), array("q")) for _ in range(_HASH_BUCKETS)]
+            digest = hash(value)
+            bucket = buckets[digest & (_HASH_BUCKETS - 1)]
+            bucket[0].append(digest)
+            bucket[1].append(index)
 
     def reject(self, error: FieldError) -> None:
         self.rejections[self.count] = [error]
@@ -159,12 +165,53 @@ def _ndjson_line(number: int, line: bytes) -> Any:
         return FieldError("malformed_record", f"line {number} is not valid JSON: {exc.msg}", None)
 
 
-def duplicate_errors(batch: ParsedBatch) -> dict[int, list[FieldError]]:
-    """The `duplicate_in_batch` errors of every record sharing an id, external_id or email address (SPEC §4)."""
-    found: dict[int, list[FieldError]] = {}
-    for (key, value), indices in batch.repeated.items():
-        for index in indices:
-            others = [i for i in indices if i != index]
+def _key_value(key: str, element: dict[str, Any]) -> str | None:
+    """The value of a key that must be unique within a batch, as compared (email addresses case-insensitively)."""
+    value = element.get(key)
+    if value.__class__ is not str:
+        return None
+    return value.lower() if key == "email_address" else value
+
+
+def _same_hash_indices(buckets: list[tuple[array[int], array[int]]]) -> list[int]:
+    """The indices whose hash some other record shares (few, or none), a bucket at a time."""
+    found: list[int] = []
+    for hashes, indices in buckets:
+        ordered = sorted(hashes)
+        shared = {h for h, following in zip(ordered, ordered[1:], strict=False) if h == following}
+        del ordered
+        if shared:
+            found += [index for h, index in zip(hashes, indices, strict=True) if h in shared]
+    return found
+
+
+RecordsAt = Callable[[Sequence[int]], Mapping[int, Any]]
+
+
+def duplicate_errors(batch: ParsedBatch, records_at: RecordsAt | None = None) -> dict[int, list[FieldError]]:
+    """The `duplicate_in_batch` errors of every record sharing an id, external_id or email address (SPEC §4).
+
+    `records_at` gives the records at some indices, for a batch already cut into chunks; by default they are
+    read from `batch.records` (a batch held whole).
+    """
+    if records_at is None:
+        held = batch.records
+        records_at = lambda indices: {i: held[i] for i in indices}  # noqa: E731
+    groups: list[tuple[int, int, str, str, list[int]]] = []
+    for key, buckets in batch.key_hashes.items():
+        candidates = _same_hash_indices(buckets)
+        if not candidates:
+            continue
+        by_value: dict[str, list[int]] = {}
+        for index, element in sorted(records_at(candidates).items()):
+            by_value.setdefault(_key_value(key, element) or "", []).append(index)
+        # In the order they are found repeated reading the batch in input order, each record's keys in turn.
+        order = _KEY_ORDER.index(key)
+        groups += [(members[1], order, key, value, members) for value, members in by_value.items() if len(members) > 1]
+    found_errors: dict[int, list[FieldError]] = {}
+    for _, _, key, value, members in sorted(groups):
+        for index in members:
+            others = [i for i in members if i != index]
             shown = ", ".join(str(i) for i in others[:10]) + (
                 f" and {len(others) - 10} more" if len(others) > 10 else ""
             )
@@ -173,8 +220,8 @@ def duplicate_errors(batch: ParsedBatch) -> dict[int, list[FieldError]]:
                 f"{key} {value!r} also appears at index {shown} of this batch; each record may appear once",
                 key,
             )
-            found.setdefault(index, []).append(error)
-    return found
+            found_errors.setdefault(index, []).append(error)
+    return found_errors
 
 
 def mark_duplicates(batch: ParsedBatch) -> None:

@@ -227,10 +227,45 @@ class ScratchPostgres:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+class ScratchRedis:
+    """A throwaway Redis server of its own on a fixed loopback port, keeping nothing on disk: a restart brings it
+    back empty at the same address, as a Redis that lost its data. For fault drills, like `ScratchPostgres`."""
+
+    def __init__(self, log_file: Path | None = None) -> None:
+        self.port = _free_port()
+        self.log_file = log_file
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> str:
+        """Start the server and wait until it answers; its URL."""
+        args = [_redis_server_binary(), "--bind", "127.0.0.1", "--port", str(self.port), "--save", ""]
+        args += ["--appendonly", "no", "--logfile", str(self.log_file or "/dev/null")]
+        self.process = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True
+        )
+        deadline = time.monotonic() + 10
+        while not _redis_answers(self.port):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("scratch redis did not start")
+            time.sleep(0.02)
+        return self.url
+
+    def kill(self) -> None:
+        """Kill the server at once (SIGKILL): whatever it held is gone."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self.process = None
+
+
 def embedded_redis_url(data_dir: Path) -> str | None:
     """The URL of this folder's running embedded Redis, if there is one."""
     port = EmbeddedRedis(data_dir).running_port()
     return f"redis://127.0.0.1:{port}/0" if port is not None else None
 
 
-__all__ = ["EmbeddedRedis", "ScratchPostgres", "embedded_redis_url", "ensure_postgres", "stop_postgres"]
+__all__ = ["EmbeddedRedis", "ScratchPostgres", "ScratchRedis", "embedded_redis_url", "ensure_postgres", "stop_postgres"]

@@ -8,8 +8,9 @@ whatever the broker loses, the sweeper publishes again once the lease runs out.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import groupby
 from typing import Any
 
 import orjson
@@ -18,7 +19,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from core import ids
-from core.batch import Chunk, ParsedBatch, check_count, duplicate_errors
+from core.batch import Chunk, ParsedBatch, RecordsAt, check_count, duplicate_errors
 from core.config import settings
 from core.errors import DomainError, FieldError, not_found
 from core.models import SyncJob
@@ -146,7 +147,7 @@ def accept_batch(
             _store_chunk(cur, job.id, batch.cut(chunk_no, size))
             chunk_no += 1
         by_chunk: dict[int, dict[str, list[dict[str, Any]]]] = {}
-        for index, errors in duplicate_errors(batch).items():
+        for index, errors in duplicate_errors(batch, _stored_records(cur, job.id, size)).items():
             by_chunk.setdefault(index // size, {})[str(index % size)] = [e.as_dict() for e in errors]
         if by_chunk:
             cur.executemany(
@@ -158,6 +159,27 @@ def accept_batch(
     to_publish = admit_jobs(session, partner_id)
     session.refresh(job)
     return Accepted(job, to_publish)
+
+
+def _stored_records(cur: psycopg.Cursor[Any], job_id: str, size: int) -> RecordsAt:
+    """Read records of a job back from its stored chunks, one chunk in memory at a time (for the few records
+    duplicate detection needs to compare)."""
+
+    def records_at(indices: Sequence[int]) -> dict[int, Any]:
+        found: dict[int, Any] = {}
+        for chunk_no, members in groupby(sorted(indices), key=lambda index: index // size):
+            cur.execute(
+                "SELECT first_index, payload FROM job_chunks WHERE job_id = %s AND chunk_no = %s", (job_id, chunk_no)
+            )
+            row = cur.fetchone()
+            assert row is not None
+            first_index, payload = row
+            elements = orjson.loads(payload)
+            for index in members:
+                found[index] = elements[index - first_index]
+        return found
+
+    return records_at
 
 
 def _store_chunk(cur: psycopg.Cursor[Any], job_id: str, chunk: Chunk) -> None:

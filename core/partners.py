@@ -52,14 +52,20 @@ def create_key(session: Session, *, partner_id: str) -> NewKey:
     return NewKey(partner_id=partner_id, key_id=key.id, secret=secret)
 
 
-def authenticate(session: Session, *, key_id: str, secret: str) -> str | None:
-    """The partner id a key id and secret belong to, or None. Successful checks are cached for 30 s."""
+def cached_partner(*, key_id: str, secret: str) -> str | None:
+    """The partner of a key id and secret checked successfully in the last 30 s, or None (no I/O)."""
     digest = hash_secret(secret)
-    now = time.monotonic()
     with _cache_lock:
         hit = _cache.get((key_id, digest))
-    if hit is not None and hit[1] > now:
-        return hit[0]
+    return hit[0] if hit is not None and hit[1] > time.monotonic() else None
+
+
+def authenticate(session: Session, *, key_id: str, secret: str) -> str | None:
+    """The partner id a key id and secret belong to, or None. Successful checks are cached for 30 s."""
+    cached = cached_partner(key_id=key_id, secret=secret)
+    if cached is not None:
+        return cached
+    digest = hash_secret(secret)
     row = session.execute(
         select(ApiKey.partner_id, ApiKey.secret_hash).where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
     ).first()
@@ -70,5 +76,5 @@ def authenticate(session: Session, *, key_id: str, secret: str) -> str | None:
     with _cache_lock:
         if len(_cache) > 10_000:
             _cache.clear()
-        _cache[(key_id, digest)] = (row.partner_id, now + _AUTH_CACHE_SECONDS)
+        _cache[(key_id, digest)] = (row.partner_id, time.monotonic() + _AUTH_CACHE_SECONDS)
     return str(row.partner_id)

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
-from sqlalchemy import Select, func, select, text
+import orjson
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from core.errors import RECORD_ERROR_STATUS, DomainError, FieldError, not_found
 from core.models import Business, Customer
-from core.records_repo import apply_records
+from core.records_repo import apply_records, driver_connection
 from core.schemas import parse_record
 from core.sync import FAILED, Payload, RecordOutcome, Scope
 
@@ -23,7 +24,7 @@ def rfc3339(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-def business_view(b: Business) -> dict[str, Any]:
+def business_view(b: Business | _StoredBusiness) -> dict[str, Any]:
     """A business as the API shows it."""
     return {
         "id": b.id,
@@ -36,7 +37,7 @@ def business_view(b: Business) -> dict[str, Any]:
     }
 
 
-def customer_view(c: Customer) -> dict[str, Any]:
+def customer_view(c: Customer | _StoredCustomer) -> dict[str, Any]:
     """A customer as the API shows it."""
     return {
         "id": c.id,
@@ -61,6 +62,20 @@ def get_business(session: Session, *, partner_id: str, business_id: str) -> Busi
     if business is None:
         raise not_found("business")
     return business
+
+
+def require_business(session: Session, *, partner_id: str, business_id: str) -> None:
+    """`not_found` unless the partner has a business with that id: `get_business` without loading an ORM object,
+    for the routes that only need to know (one plain query)."""
+    if "\x00" in business_id:
+        raise not_found("business")
+    found = (
+        driver_connection(session)
+        .execute("SELECT 1 FROM businesses WHERE id = %s AND partner_id = %s", (business_id, partner_id))
+        .fetchone()
+    )
+    if found is None:
+        raise not_found("business")
 
 
 def get_customer(session: Session, *, partner_id: str, customer_id: str) -> Customer:
@@ -122,7 +137,9 @@ def list_customers(
 
 def next_write_seq(session: Session) -> int:
     """The sequence number of a newly accepted write (SPEC §3 rule 7)."""
-    return int(session.execute(text("SELECT nextval('write_seq')")).scalar_one())
+    row = driver_connection(session).execute("SELECT nextval('write_seq')").fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 def record_error(errors: list[FieldError]) -> DomainError:
@@ -155,9 +172,48 @@ def apply_one(
     if outcome.outcome == FAILED:
         raise record_error(outcome.errors)
     assert outcome.id is not None
-    session.expire_all()
-    if scope.kind == "businesses":
-        view = business_view(get_business(session, partner_id=scope.partner_id, business_id=outcome.id))
-    else:
-        view = customer_view(get_customer(session, partner_id=scope.partner_id, customer_id=outcome.id))
-    return outcome, view
+    session.expire_all()  # ORM objects the caller holds are stale now
+    return outcome, _stored_view(session, scope, outcome.id)
+
+
+class _StoredBusiness(NamedTuple):
+    id: str
+    external_id: str | None
+    name: str
+    metadata_: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+class _StoredCustomer(NamedTuple):
+    id: str
+    business_id: str
+    external_id: str | None
+    email_address: str | None
+    phone_number: str | None
+    full_name: str | None
+    metadata_: dict[str, Any]
+    unsubscribed: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+def _stored_view(session: Session, scope: Scope, record_id: str) -> dict[str, Any]:
+    """The record as stored now, as the API shows it: one plain query, no ORM objects (a single sync answers it)."""
+    with driver_connection(session).cursor() as cur:
+        if scope.kind == "businesses":
+            cur.execute(
+                "SELECT id, external_id, name, metadata::text, created_at, updated_at FROM businesses WHERE id = %s",
+                (record_id,),
+            )
+            b = cur.fetchone()
+            assert b is not None
+            return business_view(_StoredBusiness(b[0], b[1], b[2], orjson.loads(b[3]), b[4], b[5]))
+        cur.execute(
+            "SELECT id, business_id, external_id, email_address, phone_number, full_name, metadata::text, "
+            "unsubscribed, created_at, updated_at FROM customers WHERE id = %s",
+            (record_id,),
+        )
+        c = cur.fetchone()
+        assert c is not None
+        return customer_view(_StoredCustomer(c[0], c[1], c[2], c[3], c[4], c[5], orjson.loads(c[6]), c[7], c[8], c[9]))

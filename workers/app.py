@@ -4,16 +4,39 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis.exceptions
 from celery import Celery
 from celery.signals import worker_process_init, worker_process_shutdown
+from kombu.transport import redis as kombu_redis
 
-from core import logs
+from core import heap, logs
 from core.broker_url import broker_url
 from core.config import settings
 from core.db import dispose_engine
 
+
+class _RedisChannel(kombu_redis.Channel):
+    def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
+        # After Redis goes away, Celery still acknowledges (or puts back) the messages of tasks that were running,
+        # through channels of the connection it already dropped. kombu then fails on the missing connection with an
+        # AttributeError that escapes Celery's reconnect logic and kills the worker ("Unrecoverable error").
+        # Raised as a connection error instead, it is what Celery expects: logged, and the worker reconnects. The
+        # chunk itself is safe either way (its lease brings it back if its message is gone).
+        if self.connection is None or self.connection.client is None:
+            raise redis.exceptions.ConnectionError("this channel's broker connection is closed")
+        params: dict[str, Any] = super()._connparams(asynchronous=asynchronous)  # type: ignore[no-untyped-call]
+        return params
+
+
+class RedisTransport(kombu_redis.Transport):
+    """kombu's Redis transport, whose channels fail like a lost connection once their connection is gone."""
+
+    Channel = _RedisChannel
+
+
 celery_app = Celery("pfsync", include=["workers.tasks"])
 celery_app.conf.update(
+    broker_transport="workers.app:RedisTransport",
     broker_url=settings.redis_url or "redis://",
     broker_connection_retry_on_startup=True,
     broker_connection_max_retries=None,
@@ -48,6 +71,7 @@ def _reset_process_state(**_: Any) -> None:
     # Engines and pools are per process: never reuse connections inherited from the parent.
     dispose_engine()
     logs.configure(settings.log_level, settings.log_json)
+    heap.tune_collector()
 
 
 @worker_process_shutdown.connect  # type: ignore[untyped-decorator]

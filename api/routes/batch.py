@@ -20,7 +20,7 @@ from core.config import settings
 from core.db import session_scope
 from core.errors import DomainError
 from core.jobs import accept_batch, get_job, job_view
-from core.resources import get_business
+from core.resources import require_business
 from core.results import compat_body
 from core.webhooks import resolve_callback_url
 from workers.publish import publish_chunks
@@ -171,5 +171,5 @@ def sync_customers_batch(
     request: Request, session: DbSession, partner_id: PartnerId, business_id: str, callback_url: CallbackUrl = None
 ) -> Response:
     """Accept up to PFSYNC_MAX_BATCH_RECORDS customers as `{"customers": [...]}` or NDJSON; answer with a job."""
-    get_business(session, partner_id=partner_id, business_id=business_id)
+    require_business(session, partner_id=partner_id, business_id=business_id)
     return _accept(request, session, partner_id, "customers", business_id, callback_url)

@@ -24,7 +24,9 @@ Limit = Annotated[int, Query(ge=1, le=1000)]
 
 @router.get("/jobs/{job_id}", summary="A job's status and counts", responses={200: ok(JOB)})
 def get_job(session: DbSession, partner_id: PartnerId, job_id: str) -> Response:
-    return json_response(jobs.job_view(jobs.get_job(session, partner_id=partner_id, job_id=job_id)))
+    view = jobs.job_view(jobs.get_job(session, partner_id=partner_id, job_id=job_id))
+    session.commit()  # ends the read here, in the route's thread, not after another thread switch
+    return json_response(view)
 
 
 @router.get("/jobs", summary="The partner's jobs, newest first", responses={200: ok(list_of(JOB))})

@@ -9,7 +9,7 @@ from api.deps import Body, DbSession, PartnerId, parse_json_object
 from api.idempotency import idempotent
 from api.openapi import BUSINESS, BUSINESS_SYNC, CUSTOMER, CUSTOMER_SYNC, ok, request_body
 from api.responses import json_response
-from core.resources import get_business, sync_one
+from core.resources import require_business, sync_one
 from core.sync import Scope
 
 router = APIRouter(tags=["sync"])
@@ -26,7 +26,10 @@ def _sync_response(request: Request, session: DbSession, partner_id: str, body: 
         outcome, view = sync_one(session, scope=scope, body=parse_json_object(body))
         return json_response(view, headers={"Sync-Outcome": outcome.outcome})
 
-    return idempotent(request, session, partner_id, body, handle)
+    response = idempotent(request, session, partner_id, body, handle)
+    # Committed here, in the route's thread, rather than by the session dependency after another thread switch.
+    session.commit()
+    return response
 
 
 @router.post(
@@ -50,5 +53,5 @@ def sync_customer(
     request: Request, session: DbSession, partner_id: PartnerId, business_id: str, body: Body
 ) -> Response:
     """Create or wholly replace a customer of the business, found by `id` or else by `external_id`."""
-    get_business(session, partner_id=partner_id, business_id=business_id)
+    require_business(session, partner_id=partner_id, business_id=business_id)
     return _sync_response(request, session, partner_id, body, Scope("customers", partner_id, business_id))

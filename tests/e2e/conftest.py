@@ -198,3 +198,16 @@ def all_results(client: Any, job_id: str, **params: Any) -> list[dict[str, Any]]
         if not page["has_more"]:
             return results
         cursor = page["next_cursor"]
+
+
+def customer_count(business_id: str) -> int:
+    """How many customers the business has in the database."""
+    from sqlalchemy import text
+
+    from core.db import session_scope
+
+    with session_scope() as session:
+        count = session.execute(
+            text("SELECT count(*) FROM customers WHERE business_id = :b"), {"b": business_id}
+        ).scalar_one()
+    return int(count)

@@ -6,7 +6,7 @@ from tests.e2e.conftest import wait_job
 
 
 def test_batch_partial_success_reports_every_record_in_input_order(client, worker) -> None:  # noqa: ARG001
-    records = [{"external_id": f"b{i}", "name": f"Business {i}"} for i in range(5)]
+    records: list[object] = [{"external_id": f"b{i}", "name": f"Business {i}"} for i in range(5)]
     records.insert(2, {"external_id": "bad", "name": ""})
     records.insert(4, "not an object")
     response = client.post("/sync/businesses/batch", json={"businesses": records})

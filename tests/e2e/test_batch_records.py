@@ -6,11 +6,9 @@ from typing import Any
 
 import orjson
 import pytest
-from sqlalchemy import text
 
 from core.config import settings
-from core.db import session_scope
-from tests.e2e.conftest import all_results, batch_url, wait_job
+from tests.e2e.conftest import all_results, batch_url, customer_count, wait_job
 
 NDJSON = {"Content-Type": "application/x-ndjson"}
 
@@ -26,13 +24,6 @@ def _sync_customer(client: Any, business_id: str, **fields: Any) -> dict[str, An
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
-
-
-def _customer_count(business_id: str) -> int:
-    with session_scope() as session:
-        return int(
-            session.execute(text("SELECT count(*) FROM customers WHERE business_id = :b"), {"b": business_id}).scalar()
-        )
 
 
 def test_every_record_error_fails_only_its_record(client, worker, business) -> None:  # noqa: ARG001
@@ -108,7 +99,7 @@ def test_every_record_error_fails_only_its_record(client, worker, business) -> N
     assert client.get(f"/customers/{bob['id']}").json() == bob
     grace = client.get(f"/customers/{by_index[10]['id']}").json()
     assert grace["metadata"] == {"tier": {"level": 2}}
-    assert _customer_count(biz) == 4
+    assert customer_count(biz) == 4
     for external_id in ("dave", "erin", "frank"):
         listed = client.get(f"/businesses/{biz}/customers", params={"external_id": external_id}).json()
         assert listed["data"] == []
@@ -186,7 +177,7 @@ def test_duplicates_in_one_batch_all_fail_naming_the_others(client, worker, busi
         assert results[index]["external_id"] == records[index].get("external_id")
     # None of the duplicates was applied, not even the first of them.
     assert client.get(f"/customers/{known['id']}").json() == known
-    assert _customer_count(biz) == 3
+    assert customer_count(biz) == 3
 
 
 def test_ndjson_batch_skips_blank_lines_and_fails_bad_lines_alone(client, worker, business) -> None:  # noqa: ARG001
@@ -253,7 +244,7 @@ def test_large_batch_created_then_unchanged_then_replaced(client, worker, busine
     first = submit(_customers(count))
     assert first["status"] == "completed"
     assert first["counts"] == _counts(created=count)
-    assert _customer_count(biz) == count
+    assert customer_count(biz) == count
     sample = client.get(f"/businesses/{biz}/customers", params={"external_id": "c-12345"}).json()["data"][0]
     assert sample["email_address"] == "Customer.12345@Example.com"
     assert sample["metadata"] == {"plan": "silver", "visits": 12345 % 17, "tags": ["a", "0"]}
@@ -274,4 +265,4 @@ def test_large_batch_created_then_unchanged_then_replaced(client, worker, busine
     changed = client.get(f"/customers/{sample['id']}").json()
     assert changed["full_name"] == "Customer 12345 Jr."
     assert changed["updated_at"] > sample["updated_at"]
-    assert _customer_count(biz) == count
+    assert customer_count(biz) == count

@@ -6,20 +6,11 @@ import time
 from typing import Any
 
 import orjson
-from sqlalchemy import text
 
 from core.config import settings
-from core.db import session_scope
-from tests.e2e.conftest import all_results, batch_url, publishing_to, queue_length, wait_for, wait_job
+from tests.e2e.conftest import all_results, batch_url, customer_count, publishing_to, queue_length, wait_for, wait_job
 
 FINISHED = ("completed", "cancelled", "failed")
-
-
-def _customer_count(business_id: str) -> int:
-    with session_scope() as session:
-        return int(
-            session.execute(text("SELECT count(*) FROM customers WHERE business_id = :b"), {"b": business_id}).scalar()
-        )
 
 
 def _submit(client: Any, url: str, key: str, records: list[Any], **headers: str) -> Any:
@@ -174,7 +165,7 @@ def test_cancel_a_queued_job_ends_every_record_cancelled(client, business, idle_
     assert [r["index"] for r in results] == list(range(2500))
     assert results[1200]["errors"][0]["code"] == "invalid_record"
     assert {r["outcome"] for i, r in enumerate(results) if i != 1200} == {"cancelled"}
-    assert _customer_count(business["id"]) == 0
+    assert customer_count(business["id"]) == 0
 
     again = client.post(f"/jobs/{job['id']}/cancel")
     assert again.status_code == 409
@@ -252,7 +243,7 @@ def test_cancel_mid_job_keeps_processed_records_and_cancels_the_rest(
     wait_for(lambda: queue_length(idle_queue) == 0, timeout=30, what="the queue to drain")
     time.sleep(0.5)
     assert client.get(f"/jobs/{job['id']}").json()["counts"] == counts
-    assert _customer_count(business["id"]) == counts["created"]
+    assert customer_count(business["id"]) == counts["created"]
     listed = client.get(f"/businesses/{business['id']}/customers", params={"external_id": created[-1]["external_id"]})
     assert listed.json()["data"][0]["id"] == created[-1]["id"]
     cancelled_index = next(r["index"] for r in results if r["outcome"] == "cancelled")
