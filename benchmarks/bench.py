@@ -3,9 +3,9 @@
     make bench                     # or: python -m benchmarks.bench [--records N] [--json-only]
 
 It creates a scratch database on `DATABASE_URL`'s server (default: the machine's PostgreSQL at 127.0.0.1; the
-embedded one when no server answers), uses a spare Redis database (`REDIS_URL`, default an empty database of the
-machine's Redis at 127.0.0.1:6379), starts the real processes (`pfsync api`, `pfsync worker`, `pfsync scheduler`)
-on them, and measures:
+embedded one when no server answers), uses `REDIS_URL` (a queue of its own) or else a spare, empty database of the
+machine's Redis at 127.0.0.1:6379 (or an embedded Redis), starts the real processes (`pfsync api`, `pfsync
+worker`, `pfsync scheduler`) on them, each with its defaults, and measures:
 
 - the ceiling: the same customer rows written by COPY into a temporary table, then one
   `INSERT … SELECT … ON CONFLICT DO UPDATE`, create and replace;
@@ -16,7 +16,8 @@ on them, and measures:
 - fairness: the time to completion of another partner's small job sent while a large job runs.
 
 It prints a table and a JSON document, also written to benchmarks/results/latest.json, then drops the scratch
-database. Process logs are kept in benchmarks/results/logs/.
+database; the exit status is 1 if a target of issue 6 is missed. Process logs are kept in benchmarks/results/logs/.
+Method and figures: docs/performance.md.
 """
 
 from __future__ import annotations
@@ -112,13 +113,16 @@ def _with_database(url: str, name: str) -> str:
 
 @dataclass
 class Servers:
-    """Where the run's data lives; `close` drops the scratch database and empties the Redis database."""
+    """Where the run's data lives; `close` drops the scratch database and clears what the run left in Redis."""
 
     admin_url: str
     database_url: str
     database_name: str
     redis_url: str
     queue: str
+    # Whether the Redis database is the run's own (a spare or embedded one), which it may empty; else only the
+    # run's queue is removed from it.
+    owns_redis_db: bool
     embedded: list[str] = field(default_factory=list)
     _cleanups: list[Callable[[], None]] = field(default_factory=list)
 
@@ -128,7 +132,10 @@ class Servers:
                 conn.execute(f'DROP DATABASE IF EXISTS "{self.database_name}" WITH (FORCE)')
             with suppress(redis.RedisError):
                 client = redis.Redis.from_url(self.redis_url)
-                client.flushdb()
+                if self.owns_redis_db:
+                    client.flushdb()
+                else:
+                    client.delete(self.queue, f"_kombu.binding.{self.queue}")
                 client.close()
         for cleanup in reversed(self._cleanups):
             with suppress(Exception):
@@ -153,6 +160,7 @@ def prepare_servers(data_dir: Path) -> Servers:
     database_url = _with_database(admin, name)
 
     redis_url = os.environ.get("REDIS_URL")
+    owns_redis_db = redis_url is None
     if redis_url is None:
         if _answers(*DEFAULT_REDIS):
             redis_url = _spare_redis_db()
@@ -163,7 +171,8 @@ def prepare_servers(data_dir: Path) -> Servers:
             redis_url = server.start()
             cleanups.append(server.stop)
             embedded.append("redis")
-    return Servers(admin, database_url, name, redis_url, f"pfsync-bench-{uuid.uuid4().hex[:6]}", embedded, cleanups)
+    queue = f"pfsync-bench-{uuid.uuid4().hex[:6]}"
+    return Servers(admin, database_url, name, redis_url, queue, owns_redis_db, embedded, cleanups)
 
 
 def _spare_redis_db() -> str:
@@ -549,7 +558,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     log_dir = RESULTS / "logs"
     log_dir.mkdir(exist_ok=True)
     load_before = os.getloadavg()
-    servers = prepare_servers(ROOT / ".pfsync-bench")
+    servers = prepare_servers(RESULTS / "embedded")
     service = Service(servers, log_dir, api_workers=args.api_workers, concurrency=args.concurrency)
     result: dict[str, Any] = {
         "machine": {
