@@ -112,23 +112,11 @@ def _utc(moment: datetime) -> str:
 
 def read_unfinished_jobs(limit: int) -> tuple[list[JobState], int]:
     """The oldest unfinished jobs of every partner (up to `limit`), and how many there are in all."""
-    from sqlalchemy import func, select
-
     from core.db import session_scope
-    from core.models import Partner, SyncJob
+    from core.jobs import unfinished_jobs
 
-    unfinished = SyncJob.finished_at.is_(None)
     with session_scope() as session:
-        now = session.scalar(select(func.now()))
-        count = session.scalar(select(func.count()).select_from(SyncJob).where(unfinished)) or 0
-        rows = session.execute(
-            select(SyncJob, Partner.name)
-            .join(Partner, Partner.id == SyncJob.partner_id)
-            .where(unfinished)
-            .order_by(SyncJob.id)
-            .limit(limit)
-        ).all()
-    assert now is not None
+        rows, count, now = unfinished_jobs(session, limit=limit)
     jobs = [
         JobState(
             id=job.id,

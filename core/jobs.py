@@ -10,19 +10,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from itertools import groupby
 from typing import Any
 
 import orjson
 import psycopg
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from core import ids
 from core.batch import Chunk, ParsedBatch, RecordsAt, check_count, duplicate_errors
 from core.config import settings
 from core.errors import DomainError, FieldError, not_found
-from core.models import SyncJob
+from core.models import Partner, SyncJob
 from core.records_repo import driver_connection
 from core.resources import next_write_seq, rfc3339
 
@@ -317,3 +318,19 @@ def purge_expired_jobs(session: Session) -> int:
             {"d": settings.job_retention_days},
         ).scalar_one()
     )
+
+
+def unfinished_jobs(session: Session, *, limit: int) -> tuple[list[tuple[SyncJob, str]], int, datetime]:
+    """Every partner's oldest unfinished jobs (up to `limit`) with the partner's name, how many there are in all,
+    and the database's clock (for their ages): what an operator's status shows."""
+    unfinished = SyncJob.finished_at.is_(None)
+    now = session.execute(select(func.now())).scalar_one()
+    count = session.execute(select(func.count()).select_from(SyncJob).where(unfinished)).scalar_one()
+    rows = session.execute(
+        select(SyncJob, Partner.name)
+        .join(Partner, Partner.id == SyncJob.partner_id)
+        .where(unfinished)
+        .order_by(SyncJob.id)
+        .limit(limit)
+    ).all()
+    return [(job, name) for job, name in rows], int(count), now

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -11,20 +10,9 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from core.config import settings
-from core.db import new_session
 from core.jobs import accept_batch, cancel_job, purge_expired_jobs
 from core.metrics import JobMetricsCollector, read_broker
 from tests.conftest import REDIS_URL, PartnerKey
-
-
-@pytest.fixture
-def session() -> Iterator[Session]:
-    session = new_session()
-    try:
-        yield session
-    finally:
-        session.rollback()
-        session.close()
 
 
 def _purged(session: Session) -> dict[str, int]:

@@ -7,25 +7,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import orjson
-import pytest
 from sqlalchemy.orm import Session
 
-from core.db import new_session
 from core.records_repo import _LOAD, _key_arrays, driver_connection, load_rows
 from core.schemas import parse_record
 from core.sync import Scope
 from tests.conftest import make_partner
-
-
-@pytest.fixture
-def session() -> Iterator[Session]:
-    """A session whose transaction (statistics included: ANALYZE is transactional) is rolled back at the end."""
-    session = new_session()
-    try:
-        yield session
-    finally:
-        session.rollback()
-        session.close()
 
 
 def _business(session: Session, partner_id: str, name: str) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import orjson
@@ -30,17 +29,6 @@ from core.webhooks import (
 from tests.conftest import PartnerKey
 
 HOOK = "https://hooks.example.com/pfsync"
-
-
-@pytest.fixture
-def session() -> Iterator[Session]:
-    """A session whose work is rolled back at the end: nothing here is ever published or delivered."""
-    session = new_session()
-    try:
-        yield session
-    finally:
-        session.rollback()
-        session.close()
 
 
 def _finished_job(session: Session, partner_id: str, records: int = 3) -> str:
