@@ -32,8 +32,15 @@ def ensure_postgres(data_dir: Path) -> str:
             warnings.simplefilter("ignore")
             import pgserver
 
-            # "stop": the server stops when the last process that uses it exits.
-            handle = pgserver.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
+            # "stop": the server stops when the last process that uses it exits. pgserver gives `pg_ctl start` 10 s,
+            # which a loaded machine can exceed even though the server comes up: the second call finds it running.
+            try:
+                handle = pgserver.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
+            except subprocess.TimeoutExpired:
+                log.warning("the embedded PostgreSQL was slow to start; checking again")
+                # pgserver keeps the half-made handle of the failed call; a fresh one finds the running server.
+                pgserver.PostgresServer._instances.pop(pgdata, None)  # type: ignore[attr-defined]
+                handle = pgserver.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
         _pg_handles[pgdata] = handle
     uri: str = handle.get_uri()  # type: ignore[attr-defined]
     return uri

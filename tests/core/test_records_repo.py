@@ -64,7 +64,10 @@ def test_a_business_the_statistics_do_not_know_is_read_by_key_not_whole(session:
         assert scan["Node Type"] in ("Index Scan", "Index Only Scan"), scan["Node Type"]
         condition = scan["Index Cond"]
         assert re.search(r"\bk(_\d+)?\.v\b", condition) or condition.startswith("(id = "), condition
-        assert "Filter" not in scan, scan["Filter"]
+        # A lookup by primary key finds one row whatever the scope; only then may the scope be checked as a filter
+        # (PostgreSQL 16 prefers the primary key for the `id` probe where 15 takes the (business_id, id) index).
+        if not re.match(r"\(id = ", condition):
+            assert "Filter" not in scan, scan["Filter"]
 
     rows = load_rows(
         driver_connection(session).cursor(),
