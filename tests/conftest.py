@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -84,6 +85,19 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:  # n
         pass
     if _embedded_redis is not None:
         _embedded_redis.stop()
+
+
+def assert_problem(response: Any, status: int, code: str) -> dict[str, Any]:
+    """The response is an RFC 9457 problem with this status and machine code; returns its body."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    assert body["code"] == code
+    assert body["type"].endswith(code)
+    assert body["title"]
+    assert body["detail"]
+    return body
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ from sqlalchemy import text
 
 from core.db import session_scope
 from core.partners import create_key
-from tests.api.test_single_sync import assert_problem, created, sync_business, sync_customer
-from tests.conftest import PartnerKey
+from tests.api.test_single_sync import created, sync_business, sync_customer
+from tests.conftest import PartnerKey, assert_problem
 
 UNKNOWN_BUSINESS = "biz_00000000000000000000000000"
 UNKNOWN_CUSTOMER = "cus_00000000000000000000000000"

@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.api.test_single_sync import assert_problem, created, sync_business, sync_customer
+from tests.api.test_single_sync import created, sync_business, sync_customer
+from tests.conftest import assert_problem
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from sqlalchemy import text
 from core import idempotency
 from core.db import new_session, session_scope
 from core.errors import DomainError
-from tests.conftest import PartnerKey
+from tests.conftest import PartnerKey, assert_problem
 
 BUSINESS_FIELDS = {"id", "object", "external_id", "name", "metadata", "created_at", "updated_at"}
 CUSTOMER_FIELDS = {
@@ -28,19 +28,6 @@ CUSTOMER_FIELDS = {
     "created_at",
     "updated_at",
 }
-
-
-def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    """The response is an RFC 9457 problem with this status and machine code; returns its body."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status
-    assert body["code"] == code
-    assert body["type"].endswith(code)
-    assert body["title"]
-    assert body["detail"]
-    return body
 
 
 def sync_business(client: TestClient, body: Any, **kwargs: Any) -> httpx.Response:

@@ -9,21 +9,10 @@ import orjson
 import pytest
 
 from core.config import settings
+from tests.conftest import assert_problem
 from tests.e2e.conftest import batch_url, wait_job
 
 NDJSON = {"Content-Type": "application/x-ndjson"}
-
-
-def _problem(response: Any, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["Content-Type"] == "application/problem+json"
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status
-    assert body["code"] == code
-    assert body["type"].endswith(code)
-    assert body["title"]
-    assert body["detail"]
-    return body
 
 
 def _jobs(client: Any) -> list[dict[str, Any]]:
@@ -41,12 +30,12 @@ def test_more_records_than_the_limit_is_413_naming_it(client, business, monkeypa
     monkeypatch.setattr(settings, "chunk_size", 2)
     url = batch_url(business["id"])
 
-    body = _problem(client.post(url, json={"customers": _customers(6)}), 413, "too_many_records")
+    body = assert_problem(client.post(url, json={"customers": _customers(6)}), 413, "too_many_records")
     assert "5" in body["detail"]
     assert "PFSYNC_MAX_BATCH_RECORDS" in body["detail"]
 
     ndjson = b"\n".join(orjson.dumps(r) for r in _customers(6))
-    body = _problem(client.post(url, content=ndjson, headers=NDJSON), 413, "too_many_records")
+    body = assert_problem(client.post(url, content=ndjson, headers=NDJSON), 413, "too_many_records")
     assert "PFSYNC_MAX_BATCH_RECORDS" in body["detail"]
 
     # Blank lines are not records: five records with blank lines between them are accepted.
@@ -61,7 +50,7 @@ def test_body_over_the_byte_limit_is_413_naming_it(client, business, monkeypatch
     url = batch_url(business["id"])
     big = {"customers": [{"external_id": f"c{i}", "full_name": "x" * 100} for i in range(30)]}
 
-    body = _problem(client.post(url, json=big), 413, "body_too_large")
+    body = assert_problem(client.post(url, json=big), 413, "body_too_large")
     assert "2048" in body["detail"]
     assert "PFSYNC_MAX_BODY_BYTES" in body["detail"]
 
@@ -69,7 +58,9 @@ def test_body_over_the_byte_limit_is_413_naming_it(client, business, monkeypatch
     def stream() -> Iterator[bytes]:
         yield orjson.dumps(big)
 
-    _problem(client.post(url, content=stream(), headers={"Content-Type": "application/json"}), 413, "body_too_large")
+    assert_problem(
+        client.post(url, content=stream(), headers={"Content-Type": "application/json"}), 413, "body_too_large"
+    )
 
     # NDJSON is stored chunk by chunk as it arrives: a body refused half-way leaves no job behind.
     monkeypatch.setattr(settings, "chunk_size", 2)
@@ -79,7 +70,7 @@ def test_body_over_the_byte_limit_is_413_naming_it(client, business, monkeypatch
         for line in lines:
             yield line + b"\n"
 
-    _problem(client.post(url, content=ndjson_stream(), headers=NDJSON), 413, "body_too_large")
+    assert_problem(client.post(url, content=ndjson_stream(), headers=NDJSON), 413, "body_too_large")
     assert _jobs(client) == []
     small = {"customers": _customers(3)}
     assert len(orjson.dumps(small)) < 2048
@@ -95,16 +86,16 @@ def test_body_over_the_byte_limit_is_413_naming_it(client, business, monkeypatch
 )
 def test_empty_batch_is_422(client, business, content, content_type) -> None:
     response = client.post(batch_url(business["id"]), content=content, headers={"Content-Type": content_type})
-    _problem(response, 422, "empty_batch")
+    assert_problem(response, 422, "empty_batch")
     assert _jobs(client) == []
 
 
 def test_unparseable_body_is_400_with_line_and_column(client, business) -> None:
     body = b'{\n "customers": [\n  {"external_id": "x"},\n  oops\n ]\n}'
     response = client.post(batch_url(business["id"]), content=body, headers={"Content-Type": "application/json"})
-    problem = _problem(response, 400, "malformed_body")
+    problem = assert_problem(response, 400, "malformed_body")
     assert "line 4 column 3" in problem["detail"]
-    _problem(
+    assert_problem(
         client.post("/sync/businesses/batch", content=b"", headers={"Content-Type": "application/json"}),
         400,
         "malformed_body",
@@ -123,7 +114,7 @@ def test_unparseable_body_is_400_with_line_and_column(client, business) -> None:
     ],
 )
 def test_envelope_without_the_list_is_422_invalid_envelope(client, business, document) -> None:
-    problem = _problem(client.post(batch_url(business["id"]), json=document), 422, "invalid_envelope")
+    problem = assert_problem(client.post(batch_url(business["id"]), json=document), 422, "invalid_envelope")
     assert problem["errors"][0]["path"] == "customers"
     assert _jobs(client) == []
 
@@ -134,8 +125,8 @@ def test_unknown_business_and_another_partners_business_are_404_alike(client, ot
     records = {"customers": [{"external_id": "x"}]}
     missing = client.post(batch_url("biz_00000000000000000000000000"), json=records)
     foreign = client.post(batch_url(theirs.json()["id"]), json=records)
-    _problem(missing, 404, "not_found")
-    _problem(foreign, 404, "not_found")
+    assert_problem(missing, 404, "not_found")
+    assert_problem(foreign, 404, "not_found")
     assert foreign.json() == missing.json()
     assert _jobs(client) == []
 
@@ -145,7 +136,7 @@ def test_unsupported_content_type_is_415(client, business, content_type) -> None
     response = client.post(
         batch_url(business["id"]), content=b"external_id\nx\n", headers={"Content-Type": content_type}
     )
-    _problem(response, 415, "unsupported_media_type")
+    assert_problem(response, 415, "unsupported_media_type")
     assert _jobs(client) == []
 
 
@@ -185,7 +176,7 @@ def test_idempotent_replay_returns_the_same_job_and_reuse_is_422(client, worker,
 
     other_body = orjson.dumps({"customers": _customers(5)})
     reused = client.post(url, content=other_body, headers=headers)
-    _problem(reused, 422, "idempotency_key_reused")
+    assert_problem(reused, 422, "idempotency_key_reused")
     assert [j["id"] for j in _jobs(client)] == [job["id"]]
     # The same with an NDJSON body, which is read as it streams in.
     ndjson = b"\n".join(orjson.dumps(r) for r in _customers(6))
@@ -195,7 +186,7 @@ def test_idempotent_replay_returns_the_same_job_and_reuse_is_422(client, worker,
     replayed = client.post(url, content=ndjson, headers=ndjson_headers)
     assert replayed.headers["Idempotent-Replayed"] == "true"
     assert replayed.json() == streamed.json()
-    _problem(client.post(url, content=ndjson + b"\n{}", headers=ndjson_headers), 422, "idempotency_key_reused")
+    assert_problem(client.post(url, content=ndjson + b"\n{}", headers=ndjson_headers), 422, "idempotency_key_reused")
     assert [j["id"] for j in _jobs(client)] == [streamed.json()["id"], job["id"]]
     wait_job(client, streamed.json()["id"])
 
