@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from core import logs
 from core.config import settings
 from core.db import get_engine, session_scope
-from core.errors import FieldError
+from core.errors import FieldError, bounded_errors
 from core.jobs import ChunkKey, _release_window, admit_jobs
 from core.models import SyncJob
 from core.records_repo import apply_isolating
@@ -73,7 +73,11 @@ def _claim(job_id: str, chunk_no: int) -> int | None:
         ).scalar_one_or_none()
         if attempts is not None:
             conn.execute(
-                text("UPDATE sync_jobs SET status = 'running', started_at = now() WHERE id = :j AND status = 'queued'"),
+                # clock_timestamp(), not now(): the time of the claim, not of a transaction begun earlier.
+                text(
+                    "UPDATE sync_jobs SET status = 'running', started_at = greatest(clock_timestamp(), created_at) "
+                    "WHERE id = :j AND status = 'queued'"
+                ),
                 {"j": job_id},
             )
     return attempts
@@ -82,14 +86,27 @@ def _claim(job_id: str, chunk_no: int) -> int | None:
 def _decode(
     kind: str, first_index: int, payload: bytes, rejections: dict[str, list[dict[str, str | None]]] | None
 ) -> tuple[list[tuple[int, Payload | list[FieldError]]], dict[int, str]]:
-    """The chunk's records, validated, and the external_ids of those that failed before planning."""
+    """The chunk's records, validated, and the external_ids of those that failed before planning.
+
+    A record rejected at acceptance only for repeating another's key (`duplicate_in_batch`) is validated too, and
+    reports its validation errors first, then the duplicates (SPEC §7: every error that applies). One rejected for
+    what it is (not an object, not JSON, not storable) keeps the errors found then. Every list is bounded.
+    """
     records: list[tuple[int, Payload | list[FieldError]]] = []
     labels: dict[int, str] = {}
     rejected = rejections or {}
     for offset, element in enumerate(orjson.loads(payload)):
         index = first_index + offset
-        errors = rejected.get(str(offset))
-        parsed = [FieldError(**e) for e in errors] if errors is not None else parse_record(kind, element)  # type: ignore[arg-type]
+        stored = rejected.get(str(offset))
+        parsed: Payload | list[FieldError]
+        if stored is None:
+            parsed = parse_record(kind, element)
+        else:
+            errors = [FieldError(**e) for e in stored]  # type: ignore[arg-type]
+            if errors and isinstance(element, dict) and all(e.code == "duplicate_in_batch" for e in errors):
+                checked = parse_record(kind, element)
+                errors = (checked if isinstance(checked, list) else []) + errors
+            parsed = bounded_errors(errors)
         if isinstance(parsed, list) and isinstance(element, dict):
             xid = element.get("external_id")
             if isinstance(xid, str):
@@ -127,12 +144,15 @@ def _finish(
             "UPDATE sync_jobs SET processed = processed + :n, created = created + :created, "
             "replaced = replaced + :replaced, unchanged = unchanged + :unchanged, "
             "superseded = superseded + :superseded, failed = failed + :failed, cancelled = cancelled + :cancelled, "
-            "abandoned_chunks = abandoned_chunks + :abandoned, started_at = coalesce(started_at, now()), "
+            "abandoned_chunks = abandoned_chunks + :abandoned, "
+            "started_at = coalesce(started_at, greatest(c.ts, created_at)), "
             "status = CASE WHEN processed + :n >= total THEN "
             "  CASE WHEN cancel_requested_at IS NOT NULL THEN 'cancelled' "
             "       WHEN abandoned_chunks + :abandoned > 0 THEN 'failed' ELSE 'completed' END "
             "  ELSE 'running' END, "
-            "finished_at = CASE WHEN processed + :n >= total THEN now() END "
+            "finished_at = CASE WHEN processed + :n >= total "
+            "  THEN greatest(c.ts, created_at, started_at, cancel_requested_at) END "
+            "FROM (SELECT clock_timestamp() AS ts) AS c "
             "WHERE id = :j RETURNING finished_at IS NOT NULL AS finished, cancel_requested_at IS NOT NULL AS cancel"
         ),
         {**params, "n": n, "abandoned": int(abandoned), "j": job.id},
@@ -171,7 +191,7 @@ def settle_chunk(session: Session, *, job_id: str, chunk_no: int, reason: str) -
     for offset in range(chunk.record_count):
         index = chunk.first_index + offset
         if str(offset) in rejected:
-            errors = [FieldError(**e) for e in rejected[str(offset)]]
+            errors = bounded_errors(FieldError(**e) for e in rejected[str(offset)])
             outcomes.append(RecordOutcome(index, FAILED, errors=errors))
         elif reason == "cancelled":
             outcomes.append(RecordOutcome(index, CANCELLED))

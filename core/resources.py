@@ -10,7 +10,7 @@ import orjson
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
-from core.errors import RECORD_ERROR_STATUS, DomainError, FieldError, not_found
+from core.errors import RECORD_ERROR_STATUS, TOO_MANY_ERRORS, DomainError, FieldError, bounded_errors, not_found
 from core.models import Business, Customer
 from core.records_repo import apply_records, driver_connection
 from core.schemas import parse_record
@@ -143,11 +143,14 @@ def next_write_seq(session: Session) -> int:
 
 
 def record_error(errors: list[FieldError]) -> DomainError:
-    """The problem a single sync answers for a failed record."""
+    """The problem a single sync answers for a failed record (its errors bounded as SPEC §7 says)."""
+    errors = bounded_errors(errors)
     first = errors[0]
     if first.code in RECORD_ERROR_STATUS:
         return DomainError(first.code, first.message, RECORD_ERROR_STATUS[first.code], errors)
-    code = "unknown_field" if all(e.code == "unknown_field" for e in errors) else "validation_error"
+    # `too_many_errors` only says there were more of the same kind: it does not change what the record is.
+    listed = [e for e in errors if e.code != TOO_MANY_ERRORS] or errors
+    code = "unknown_field" if all(e.code == "unknown_field" for e in listed) else "validation_error"
     detail = "; ".join(f"{e.path}: {e.message}" if e.path else e.message for e in errors)
     return DomainError(code, detail, 422, errors)
 

@@ -13,10 +13,12 @@ from typing import Any, Literal
 
 import orjson
 
-from core.errors import FieldError
+from core.errors import FieldError, bounded_errors
 from core.schemas import BusinessPayload, CustomerPayload
 
 Kind = Literal["businesses", "customers"]
+# The name of one record of a kind, for messages.
+SINGULAR: dict[str, str] = {"businesses": "business", "customers": "customer"}
 Payload = BusinessPayload | CustomerPayload
 Row = dict[str, Any]
 
@@ -60,7 +62,7 @@ class RecordOutcome:
             "outcome": self.outcome,
             "id": self.id,
             "external_id": self.external_id,
-            "errors": [e.as_dict() for e in self.errors],
+            "errors": [e.as_dict() for e in bounded_errors(self.errors)] if self.errors else [],
         }
 
 
@@ -153,7 +155,7 @@ def plan_records(
                         index,
                         FAILED,
                         external_id=payload.external_id,
-                        errors=[FieldError("not_found", f"no {kind[:-1]} with id {payload.id!r}", "id")],
+                        errors=[FieldError("not_found", f"no {SINGULAR[kind]} with id {payload.id!r}", "id")],
                     )
                 )
                 continue
@@ -182,7 +184,7 @@ def plan_records(
             errors.append(
                 FieldError(
                     "external_id_conflict",
-                    f"external_id {xid!r} already belongs to {kind[:-1]} {by_xid[xid]}",
+                    f"external_id {xid!r} already belongs to {SINGULAR[kind]} {by_xid[xid]}",
                     "external_id",
                 )
             )

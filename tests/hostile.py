@@ -63,8 +63,20 @@ BAD_RECORDS: list[tuple[str, dict[str, Any], str, str | None]] = [
     ("metadata as a list", {"external_id": "x", "metadata": [1]}, "invalid_type", "metadata"),
     ("metadata as a string", {"external_id": "x", "metadata": "{}"}, "invalid_type", "metadata"),
     ("metadata too large", {"external_id": "x", "metadata": {"k": "v" * 17000}}, "metadata_too_large", "metadata"),
-    ("metadata with NUL", {"external_id": "x", "metadata": {"k": ["\u0000"]}}, "nul_character", "metadata"),
-    ("NUL in a metadata key", {"external_id": "x", "metadata": {"k\u0000": 1}}, "nul_character", "metadata"),
+    ("metadata with NUL", {"external_id": "x", "metadata": {"k": ["\u0000"]}}, "nul_character", "metadata.k.0"),
+    ("NUL in a metadata key", {"external_id": "x", "metadata": {"k\u0000": 1}}, "nul_character", "metadata.k\\u0000"),
+    (
+        "metadata nested too deep",
+        {"external_id": "x", "metadata": {"a": [[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]}},
+        "metadata_too_deep",
+        "metadata.a" + ".0" * 15,
+    ),
+    (
+        "integer beyond 64 bits in metadata",
+        {"external_id": "x", "metadata": {"n": 2**63}},
+        "invalid_number",
+        "metadata.n",
+    ),
     ("unknown field", {"external_id": "x", "nmae": "typo"}, "unknown_field", "nmae"),
     ("no identifier", {"full_name": "x"}, "missing_identifier", None),
 ]

@@ -77,7 +77,7 @@ def test_every_record_error_fails_only_its_record(client, worker, business) -> N
     assert sorted(errors(6)) == [
         ("invalid_email", "email_address"),
         ("invalid_phone", "phone_number"),
-        ("nul_character", "metadata"),
+        ("nul_character", "metadata.note"),
         ("too_long", "full_name"),
     ]
     assert errors(7) == [("invalid_record", None)]

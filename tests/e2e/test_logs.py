@@ -9,7 +9,9 @@ from typing import Any
 
 import orjson
 import pytest
+from sqlalchemy.exc import OperationalError
 
+from core import resources
 from core.logs import JsonFormatter
 from tests.conftest import PartnerKey
 from tests.e2e.conftest import Process, wait_for, wait_job
@@ -94,3 +96,41 @@ def test_a_request_without_an_id_gets_one(app_client: Any, api_log: JsonLines) -
     generated = response.headers["X-Request-Id"]
     assert len(generated) == 32
     assert [e["request_id"] for e in api_log.events if e["message"] == "request"] == [generated]
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "message"),
+    [
+        (RuntimeError("boom"), 500, "unhandled error"),
+        (OperationalError("SELECT 1", {}, Exception("connection refused")), 503, "database unavailable"),
+    ],
+    ids=["unhandled", "database down"],
+)
+def test_error_log_lines_carry_the_request_id(
+    client: Any, monkeypatch: pytest.MonkeyPatch, error: Exception, status: int, message: str
+) -> None:
+    # The 500 handler runs outside the middleware that holds the request's log context: it must name it anyway.
+    def fail(*_args: Any, **_kwargs: Any) -> Any:
+        raise error
+
+    monkeypatch.setattr(resources, "list_businesses", fail)
+    handler = JsonLines()
+    loggers = [logging.getLogger(name) for name in ("api.problems", "pfsync.access")]
+    for logger in loggers:
+        monkeypatch.setattr(logger, "level", logging.INFO)
+        logger.addHandler(handler)
+    try:
+        for given in (f"req-{uuid.uuid4().hex}", None):
+            handler.events.clear()
+            response = client.get("/businesses", headers={"X-Request-Id": given} if given else {})
+            assert response.status_code == status
+            [access] = [e for e in handler.events if e["message"] == "request"]
+            request_id = access["request_id"]
+            assert request_id == (given or request_id)
+            assert len(request_id) >= 32
+            [event] = [e for e in handler.events if e["message"].startswith(message)]
+            assert event["request_id"] == request_id, event
+            assert event["level"] in ("error", "warning")
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
