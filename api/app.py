@@ -5,7 +5,10 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -13,13 +16,24 @@ from api import openapi, problems
 from api.metrics import observe_request
 from api.routes import batch, jobs, legacy, ops, reads, sync, webhooks
 from core import heap, logs
+from core.config import settings
 
 log = logging.getLogger("pfsync.access")
+
+
+@asynccontextmanager
+async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    # Sync routes run on the thread pool; a request waiting there for a database connection holds a thread for at
+    # most PFSYNC_DB_POOL_TIMEOUT_SECONDS before it is answered 503. Enough threads that, when the pool runs dry,
+    # requests queue on the pool (bounded, answered) rather than for a thread (unbounded).
+    anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
+    yield
 
 
 def create_app() -> FastAPI:
     """A new application instance."""
     app = FastAPI(
+        lifespan=lifespan,
         title="Pocketflows Sync",
         version="1.0.0",
         description="Keep businesses and customers in sync with Pocketflows: single records synchronously, "
@@ -57,6 +71,8 @@ class RequestContext:
         given = next((value for name, value in scope["headers"] if name == b"x-request-id"), b"")
         rid = (given.decode("latin-1") or uuid.uuid4().hex)[:128]
         token = logs.request_id.set(rid)
+        # Also on the request, for the 500 handler: it runs outside this middleware, once the context is reset.
+        scope.setdefault("state", {})["request_id"] = rid
         started = time.perf_counter()
         answered = False
 

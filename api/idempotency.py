@@ -8,7 +8,7 @@ from fastapi import Request
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
-from api.deps import BodyStream
+from api.body import SpooledBody
 from api.problems import problem_response
 from core import idempotency
 from core.errors import DomainError
@@ -26,19 +26,19 @@ _REPLAYED_HEADERS = {
 
 
 def idempotent(
-    request: Request, session: Session, partner_id: str, body: bytes | BodyStream, handle: Callable[[], Response]
+    request: Request, session: Session, partner_id: str, body: bytes | SpooledBody, handle: Callable[[], Response]
 ) -> Response:
     """Run `handle` once per Idempotency-Key; replay its response (errors included) for the same request.
 
     The stored response commits with the work itself, so a crash never leaves a key that claims work that was
-    rolled back.
+    rolled back; a 5xx is never stored.
     """
     key = request.headers.get("idempotency-key")
     if key is None:
         return handle()
-    fingerprint: str | Callable[[], str] = (
+    fingerprint = (
         body.fingerprint
-        if isinstance(body, BodyStream)
+        if isinstance(body, SpooledBody)
         else idempotency.request_fingerprint(request.method, request.url.path + "?" + request.url.query, body)
     )
     stored = idempotency.claim(session, partner_id=partner_id, key=key, fingerprint=fingerprint)
@@ -49,8 +49,7 @@ def idempotent(
     try:
         response = handle()
     except DomainError as error:
-        # A streamed body refused before its end (413) has no fingerprint: nothing is kept for the key.
-        if error.status >= 500 or (isinstance(body, BodyStream) and not body.finished):
+        if error.status >= 500:
             raise
         response = problem_response(error)
     assert isinstance(response.body, bytes)
@@ -61,7 +60,7 @@ def idempotent(
         key=key,
         method=request.method,
         path=request.url.path,
-        fingerprint=fingerprint if isinstance(fingerprint, str) else fingerprint(),
+        fingerprint=fingerprint,
         response=idempotency.StoredResponse(response.status_code, headers, response.body),
     )
     return response

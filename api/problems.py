@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.errors import DomainError, FieldError
@@ -24,6 +25,7 @@ _TITLES = {
     404: "Not Found",
     405: "Method Not Allowed",
     406: "Not Acceptable",
+    408: "Request Timeout",
     409: "Conflict",
     413: "Content Too Large",
     415: "Unsupported Media Type",
@@ -34,13 +36,24 @@ _TITLES = {
 }
 
 
+MAX_DETAIL_BYTES = 1024
+
+
+def _bounded(text: str, limit: int = MAX_DETAIL_BYTES) -> str:
+    """`text` cut to at most `limit` bytes of UTF-8, marked with an ellipsis where it was cut (SPEC §7)."""
+    encoded = text.encode("utf-8", "replace")
+    if len(encoded) <= limit:
+        return text
+    return encoded[: limit - 3].decode("utf-8", "ignore") + "…"
+
+
 def problem_body(error: DomainError) -> dict[str, Any]:
     """The problem+json document for an error."""
     body: dict[str, Any] = {
         "type": PROBLEM_TYPE + error.code,
         "title": _TITLES.get(error.status, "Error"),
         "status": error.status,
-        "detail": error.message,
+        "detail": _bounded(error.message),
         "code": error.code,
     }
     if error.errors:
@@ -89,6 +102,18 @@ def install(app: FastAPI) -> None:
         error = DomainError(code, detail, exc.status_code, headers=dict(exc.headers or {}))
         return problem_response(error)
 
+    @app.exception_handler(PoolTimeout)
+    async def _pool_exhausted(_request: Request, exc: Exception) -> Response:
+        log.warning("no database connection free in time: %s", exc)
+        return problem_response(
+            DomainError(
+                "service_unavailable",
+                "The service is overloaded: no database connection was free in time; retry shortly.",
+                503,
+                headers={"Retry-After": "2"},
+            )
+        )
+
     @app.exception_handler(OperationalError)
     @app.exception_handler(psycopg.OperationalError)
     async def _database_down(_request: Request, exc: Exception) -> Response:
@@ -111,5 +136,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error", exc_info=exc)
+        # This handler runs outside the middleware that binds the request's log context: name the request here.
+        log.exception(
+            "unhandled error", exc_info=exc, extra={"request_id": getattr(_request.state, "request_id", None)}
+        )
         return problem_response(DomainError("internal_error", "An internal error occurred.", 500))

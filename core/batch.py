@@ -8,14 +8,17 @@ goes out fast.
 from __future__ import annotations
 
 from array import array
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
-import orjson
+import ijson
 
+from core import json_input
 from core.config import settings
 from core.errors import DomainError, FieldError
+from core.json_input import DepthGuard, JsonSyntaxError
+from core.schemas import parse_record
 
 _DUPLICATE_KEYS = {
     "businesses": ("id", "external_id"),
@@ -23,6 +26,8 @@ _DUPLICATE_KEYS = {
 }
 _KEY_ORDER = _DUPLICATE_KEYS["customers"]
 _HASH_BUCKETS = 16
+# One record of a batch, as sent (the same bound as a single sync's body).
+MAX_RECORD_BYTES = 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -83,10 +88,14 @@ class ParsedBatch:
         self.rejections[self.count] = [error]
         self.records.append(None)
 
-    def cut(self, chunk_no: int, size: int) -> Chunk:
+    def cut(self, kind: str, chunk_no: int, size: int) -> Chunk:
         """Take the first `size` pending records off as a chunk."""
         part = self.records[:size]
         start = self.offset
+        try:
+            payload = json_input.to_json(part)
+        except TypeError:
+            payload = self._storable(kind, part)
         rejections = {}
         for i in range(start, start + len(part)):
             errors = self.rejections.pop(i, None)
@@ -94,7 +103,30 @@ class ParsedBatch:
                 rejections[str(i - start)] = [e.as_dict() for e in errors]
         del self.records[:size]
         self.offset += len(part)
-        return Chunk(chunk_no, start, orjson.dumps(part), len(part), rejections or None)
+        return Chunk(chunk_no, start, payload, len(part), rejections or None)
+
+    def _storable(self, kind: str, part: list[Any]) -> bytes:
+        """The chunk's JSON when some record holds a value JSON cannot carry exactly (an integer beyond 64 bits, a
+        number beyond the double range, nesting past 255 levels): each such record fails alone with what
+        validation finds in it, and only its keys are stored (for duplicate detection and its result's label)."""
+        stored = []
+        for i, element in enumerate(part):
+            try:
+                json_input.to_json([element])  # as it sits in the chunk: one level down
+                stored.append(element)
+                continue
+            except TypeError as exc:
+                problem = str(exc)
+            index = self.offset + i
+            if index not in self.rejections:
+                errors = parse_record(kind, element)
+                if not isinstance(errors, list):
+                    message = f"the record holds a value that cannot be stored: {problem}"
+                    errors = [FieldError("malformed_record", message, None)]
+                self.rejections[index] = errors
+            keys = element if element.__class__ is dict else {}
+            stored.append({key: keys[key] for key in _KEY_ORDER if isinstance(keys.get(key), str)})
+        return json_input.to_json(stored)
 
 
 def _json_type(value: Any) -> str:
@@ -118,51 +150,85 @@ def check_count(count: int) -> None:
         )
 
 
-def json_elements(kind: str, body: bytes) -> list[Any]:
-    """The elements of `{"<kind>": [...]}`."""
-    if not body.strip():
-        raise DomainError("malformed_body", "The request body is empty.", 400)
+def json_elements(kind: str, body: IO[bytes]) -> Iterator[Any]:
+    """The elements of `{"<kind>": [...]}`, parsed one at a time from a file (ijson's C backend): memory holds one
+    record, not the document. Numbers are exact (integers as `int`, fractions as `Decimal`)."""
+    guard = DepthGuard(body)
+    count = 0
     try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise DomainError(
-            "malformed_body",
-            f"The body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}.",
-            400,
-        ) from None
-    if not isinstance(document, dict) or not isinstance(document.get(kind), list):
-        raise DomainError(
-            "invalid_envelope",
-            f'The body must be a JSON object whose "{kind}" key holds the list of records.',
-            422,
-            [FieldError("invalid_envelope", f"expected a list of {kind}", kind)],
-        )
-    elements: list[Any] = document[kind]
-    check_count(len(elements))
-    return elements
+        for element in ijson.items(guard, f"{kind}.item", use_float=False):
+            count += 1
+            yield element
+        if count == 0:
+            body.seek(0)
+            _check_envelope(kind, ijson.parse(DepthGuard(body), use_float=False))
+    except JsonSyntaxError as exc:
+        raise malformed_body(exc) from None
+    except ijson.JSONError as exc:
+        raise malformed_body(_yajl_error(exc, guard)) from None
+    except UnicodeDecodeError:
+        raise malformed_body(JsonSyntaxError("text that is not UTF-8", *guard.position())) from None
 
 
-def ndjson_elements(parts: Iterable[bytes]) -> Iterator[Any]:
-    """One element per non-blank line of a body that arrives in parts; a line that is not JSON yields the
-    `malformed_record` error instead, so it fails that record alone."""
+def malformed_body(error: JsonSyntaxError) -> DomainError:
+    """The 400 of a body that is not JSON."""
+    return DomainError("malformed_body", f"The body is not valid JSON: {error.describe()}.", 400)
+
+
+def _yajl_error(exc: Exception, guard: DepthGuard) -> JsonSyntaxError:
+    """yajl's message (first line: what; then the text around the error, and a caret under it) with a position."""
+    text = exc.args[0] if exc.args else str(exc)
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    lines = str(text).split("\n")
+    what = lines[0].partition(": ")[2] or lines[0]
+    if len(lines) >= 3 and "^" in lines[2]:
+        # The caret stands just past the offending token.
+        line, column = guard.locate(lines[1], max(0, lines[2].index("^") - 1))
+    else:
+        line, column = guard.position()
+    return JsonSyntaxError(what[:200], line, column)
+
+
+def _check_envelope(kind: str, events: Iterator[tuple[str, str, Any]]) -> None:
+    """Raise `invalid_envelope` unless the document is an object whose `kind` key holds a list."""
+    first = next(events, None)
+    if first is not None and first[1] == "start_map":
+        for prefix, event, value in events:
+            if prefix == "" and event == "map_key" and value == kind:
+                if next(events, ("", "", None))[1] == "start_array":
+                    return
+                break
+    raise DomainError(
+        "invalid_envelope",
+        f'The body must be a JSON object whose "{kind}" key holds the list of records.',
+        422,
+        [FieldError("invalid_envelope", f"expected a list of {kind}", kind)],
+    )
+
+
+def ndjson_elements(body: IO[bytes]) -> Iterator[Any]:
+    """One element per non-blank line of an NDJSON file; a line that is not JSON, or longer than
+    `MAX_RECORD_BYTES`, yields a `FieldError` instead, so it fails that record alone."""
     number = 0
-    tail = b""
-    for part in parts:
-        lines = (tail + part).split(b"\n")
-        tail = lines.pop()
-        for line in lines:
-            number += 1
-            if line.strip():
-                yield _ndjson_line(number, line)
-    if tail.strip():
-        yield _ndjson_line(number + 1, tail)
+    while True:
+        line = body.readline(MAX_RECORD_BYTES + 1)
+        if not line:
+            return
+        number += 1
+        if len(line) > MAX_RECORD_BYTES and not line.endswith(b"\n"):
+            while (rest := body.readline(1 << 20)) and not rest.endswith(b"\n"):
+                pass
+            yield FieldError("record_too_large", f"line {number} is longer than {MAX_RECORD_BYTES} bytes", None)
+        elif line.strip():
+            yield _ndjson_line(number, line)
 
 
 def _ndjson_line(number: int, line: bytes) -> Any:
     try:
-        return orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
-        return FieldError("malformed_record", f"line {number} is not valid JSON: {exc.msg}", None)
+        return json_input.loads(line)
+    except JsonSyntaxError as exc:
+        return FieldError("malformed_record", f"line {number} is not valid JSON: {exc.message}", None)
 
 
 def _key_value(key: str, element: dict[str, Any]) -> str | None:

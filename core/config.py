@@ -38,6 +38,16 @@ class Settings(BaseSettings):
     max_chunk_attempts: int = Field(default=5, ge=1)
     max_wait_seconds: int = Field(default=60, ge=0)
     db_pool_size: int = Field(default=10, ge=1)
+    # How long a request waits for a free database connection before it is answered 503 (SPEC §7).
+    db_pool_timeout_seconds: float = Field(default=10.0, gt=0, le=30)
+    # Threads per API process for sync routes (the GIL runs one at a time; the rest wait on I/O or the pool).
+    api_threads: int = Field(default=100, ge=4, le=1000)
+    # Abuse limits (SPEC §7): batch uploads of one partner in progress at once, and how long a request body may
+    # stall between two of its parts before the request is answered 408.
+    max_concurrent_uploads_per_partner: int = Field(default=4, ge=1)
+    body_idle_timeout_seconds: float = Field(default=30.0, gt=0)
+    # A batch body past this many bytes is spooled to a temporary file instead of memory.
+    spool_memory_bytes: int = Field(default=4 * 1024 * 1024, ge=0)
     log_level: str = "INFO"
     log_json: bool = True
     queue_name: str = "pfsync"

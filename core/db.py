@@ -10,6 +10,7 @@ from contextlib import contextmanager
 import orjson
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 from core.config import normalise_database_url, settings
 
@@ -39,6 +40,7 @@ def get_engine() -> Engine:
                 database_url(),
                 pool_size=settings.db_pool_size,
                 max_overflow=settings.db_pool_size,
+                pool_timeout=settings.db_pool_timeout_seconds,
                 pool_pre_ping=True,
                 pool_recycle=1800,
                 # Short OLTP statements: parallel workers cost more to start than they save, on few cores.
@@ -55,6 +57,26 @@ def get_engine() -> Engine:
             _engine_pid = os.getpid()
             _sessionmaker = sessionmaker(_engine, expire_on_commit=False)
         return _engine
+
+
+_probe: tuple[int, Engine] | None = None
+
+
+def probe_engine() -> Engine:
+    """An engine without a pool, for health checks: a fresh connection each time, so a check never waits behind
+    requests for a pooled one."""
+    global _probe
+    with _lock:
+        if _probe is None or _probe[0] != os.getpid():
+            _probe = (
+                os.getpid(),
+                create_engine(
+                    database_url(),
+                    poolclass=NullPool,
+                    connect_args={"connect_timeout": 3, "application_name": "pfsync"},
+                ),
+            )
+        return _probe[1]
 
 
 def dispose_engine() -> None:

@@ -6,14 +6,14 @@ import redis
 from sqlalchemy import text
 
 from core.broker_url import broker_url
-from core.db import get_engine
+from core.db import probe_engine
 from core.migrate import current_revision, head_revision
 
 
 def check_database() -> str | None:
     """None when the database answers at the latest migration, else what is wrong."""
     try:
-        with get_engine().connect() as conn:
+        with probe_engine().connect() as conn:
             conn.execute(text("SELECT 1"))
             current = current_revision(conn)
     except Exception as exc:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -39,13 +38,10 @@ def request_fingerprint(method: str, path: str, body: bytes) -> str:
     return digest.hexdigest()
 
 
-def claim(
-    session: Session, *, partner_id: str, key: str, fingerprint: str | Callable[[], str]
-) -> StoredResponse | None:
+def claim(session: Session, *, partner_id: str, key: str, fingerprint: str) -> StoredResponse | None:
     """Claim `key` for this transaction, or return the response stored for it.
 
     Raises 409 while another request holds the key and 422 when it was used for a different request.
-    `fingerprint` may be a function, called only when a response is stored (a streamed body is then read whole).
     """
     if not key or len(key) > MAX_KEY_LENGTH:
         raise DomainError("invalid_idempotency_key", "Idempotency-Key must be 1 to 255 characters.", 400)
@@ -71,7 +67,7 @@ def claim(
         row = None
     if row is None:
         return None
-    if row.request_hash != (fingerprint if isinstance(fingerprint, str) else fingerprint()):
+    if row.request_hash != fingerprint:
         raise DomainError(
             "idempotency_key_reused",
             "This Idempotency-Key was already used with a different request (method, path or body); "

@@ -141,11 +141,11 @@ def accept_batch(
             if batch.count > limit:
                 check_count(batch.count)
             if len(batch.records) >= size:
-                _store_chunk(cur, job.id, batch.cut(chunk_no, size))
+                _store_chunk(cur, job.id, batch.cut(kind, chunk_no, size))
                 chunk_no += 1
         check_count(batch.count)
         if batch.records:
-            _store_chunk(cur, job.id, batch.cut(chunk_no, size))
+            _store_chunk(cur, job.id, batch.cut(kind, chunk_no, size))
             chunk_no += 1
         by_chunk: dict[int, dict[str, list[dict[str, Any]]]] = {}
         for index, errors in duplicate_errors(batch, _stored_records(cur, job.id, size)).items():
@@ -248,7 +248,9 @@ def cancel_job(session: Session, *, partner_id: str, job_id: str) -> tuple[SyncJ
     if job.status in FINISHED:
         raise DomainError("job_finished", f"The job is already {job.status}; there is nothing to cancel.", 409)
     session.execute(
-        text("UPDATE sync_jobs SET cancel_requested_at = coalesce(cancel_requested_at, now()) WHERE id = :j"),
+        text(
+            "UPDATE sync_jobs SET cancel_requested_at = coalesce(cancel_requested_at, clock_timestamp()) WHERE id = :j"
+        ),
         {"j": job.id},
     )
     open_chunks = session.execute(

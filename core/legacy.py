@@ -10,18 +10,18 @@ call takes a write sequence number like any accepted write (SPEC §3 rule 7).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import IO, Any
 
 from sqlalchemy.orm import Session
 
-from core.batch import ParsedBatch, mark_duplicates
+from core.batch import ParsedBatch, json_elements, mark_duplicates
 from core.config import settings
 from core.errors import RECORD_ERROR_STATUS, DomainError, FieldError
 from core.models import Business, Customer
 from core.records_repo import apply_records
 from core.resources import apply_one, customer_view, customers_by_id, next_write_seq, record_error
 from core.schemas import SYNC_WRITABLE, parse_record
-from core.sync import CREATED, FAILED, Kind, Payload, RecordOutcome, Scope
+from core.sync import CREATED, FAILED, SINGULAR, Kind, Payload, RecordOutcome, Scope
 
 BATCH_KEY = "customers"
 Checked = Payload | list[FieldError]
@@ -33,7 +33,9 @@ def _creation_payload(kind: Kind, body: dict[str, Any]) -> Checked:
     errors = list(checked) if isinstance(checked, list) else []
     if body.get("id") is not None:
         errors.append(
-            FieldError("id_not_allowed", f"a create takes no id; update an existing {kind[:-1]} at its own path", "id")
+            FieldError(
+                "id_not_allowed", f"a create takes no id; update an existing {SINGULAR[kind]} at its own path", "id"
+            )
         )
     if kind == "customers" and body.get("email_address") is None:
         errors.append(FieldError("required", "this field is required", "email_address"))
@@ -44,7 +46,7 @@ def _merged_payload(kind: Kind, record: Business | Customer, body: dict[str, Any
     """The sync payload that leaves `record` as stored except for the fields `body` sends."""
     errors: list[FieldError] = []
     if body.get("id") not in (None, record.id):
-        errors.append(FieldError("id_mismatch", f"the body names another {kind[:-1]} than {record.id}", "id"))
+        errors.append(FieldError("id_mismatch", f"the body names another {SINGULAR[kind]} than {record.id}", "id"))
     stored = {prop: getattr(record, "metadata_" if prop == "metadata" else prop) for prop in SYNC_WRITABLE[kind]}
     # `external_id` is always in the merged object, so an omitted one keeps its stored value.
     checked = parse_record(kind, {**stored, **body, "id": record.id})
@@ -88,27 +90,23 @@ def update_customer(session: Session, *, customer: Customer, body: dict[str, Any
     return _updated(session, Scope("customers", customer.partner_id, customer.business_id), customer, body)
 
 
-def batch_elements(document: Any) -> list[Any]:
-    """The records of a legacy batch body `{"customers": [...]}`: 1 to PFSYNC_LEGACY_MAX_BATCH_RECORDS of them."""
-    if not isinstance(document, dict) or not isinstance(document.get(BATCH_KEY), list):
-        raise DomainError(
-            "invalid_envelope",
-            f'The body must be a JSON object whose "{BATCH_KEY}" key holds the list of customers.',
-            422,
-            [FieldError("invalid_envelope", "expected a list of customers", BATCH_KEY)],
-        )
-    elements: list[Any] = document[BATCH_KEY]
+def batch_elements(body: IO[bytes]) -> list[Any]:
+    """The records of a legacy batch body `{"customers": [...]}`: 1 to PFSYNC_LEGACY_MAX_BATCH_RECORDS of them,
+    parsed incrementally (one past the limit is as far as it reads)."""
+    limit = settings.legacy_max_batch_records
+    elements: list[Any] = []
+    for element in json_elements(BATCH_KEY, body):
+        elements.append(element)
+        if len(elements) > limit:
+            raise DomainError(
+                "too_many_records",
+                f"The batch holds more than {limit} customers (PFSYNC_LEGACY_MAX_BATCH_RECORDS). Split it, or "
+                "send it to its successor POST /sync/businesses/{business_id}/customers/batch "
+                f"(up to {settings.max_batch_records}).",
+                413,
+            )
     if not elements:
         raise DomainError("empty_batch", "The batch holds no customers; send 1 or more.", 422)
-    limit = settings.legacy_max_batch_records
-    if len(elements) > limit:
-        raise DomainError(
-            "too_many_records",
-            f"The batch holds {len(elements)} customers; this endpoint takes at most {limit} "
-            "(PFSYNC_LEGACY_MAX_BATCH_RECORDS). Split it, or send it to its successor "
-            f"POST /sync/businesses/{{business_id}}/customers/batch (up to {settings.max_batch_records}).",
-            413,
-        )
     return elements
 
 

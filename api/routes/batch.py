@@ -8,10 +8,13 @@ import time
 from collections.abc import Iterable
 from typing import Annotated, Any
 
+import anyio
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
-from api.deps import JSON_TYPES, NDJSON_TYPES, BodyStream, DbSession, PartnerId, media_type
+from api.body import JSON_TYPES, NDJSON_TYPES, SpooledBody, check_declared_length, media_type, spool_body, upload_slot
+from api.deps import PartnerId
 from api.idempotency import idempotent
 from api.openapi import BUSINESS, BUSINESS_SYNC, CUSTOMER, CUSTOMER_SYNC, JOB, batch_answer, batch_of, ok, request_body
 from api.responses import json_response
@@ -19,7 +22,7 @@ from core import batch, logs
 from core.config import settings
 from core.db import session_scope
 from core.errors import DomainError
-from core.jobs import accept_batch, get_job, job_view
+from core.jobs import ChunkKey, accept_batch, get_job, job_view
 from core.resources import require_business
 from core.results import compat_body
 from core.webhooks import resolve_callback_url
@@ -46,9 +49,12 @@ BATCH_RESPONSES: dict[int | str, dict[str, object]] = {
     202: {"description": "The job and every record are stored; poll `Location`"},
     400: {"description": "`malformed_body`"},
     404: {"description": "No such business"},
+    408: {"description": "`body_timeout`: the body stalled"},
     413: {"description": "`too_many_records` or `body_too_large`"},
     415: {"description": "Unsupported media type"},
     422: {"description": "`invalid_envelope` or `empty_batch`"},
+    429: {"description": "`too_many_concurrent_uploads`: retry after `Retry-After` seconds"},
+    503: {"description": "`service_unavailable`: retry after `Retry-After` seconds"},
 }
 
 
@@ -67,75 +73,102 @@ def _wait_seconds(request: Request) -> int:
     return min(int(match.group(1)), settings.max_wait_seconds) if match else 0
 
 
-def _accept(
-    request: Request,
-    session: DbSession,
-    partner_id: str,
-    kind: str,
-    business_id: str | None,
-    callback_url: str | None = None,
+async def _accept(
+    request: Request, partner_id: str, kind: str, business_id: str | None, callback_url: str | None
 ) -> Response:
+    """Take an upload slot, read the whole body, then store the job in one transaction and publish it."""
     fmt = batch_format(request)
-    body = BodyStream(request, settings.max_body_bytes)
-    to_publish: list[tuple[str, int]] = []
-
-    def handle() -> Response:
-        webhook_url = resolve_callback_url(session, partner_id=partner_id, callback_url=callback_url)
-        # NDJSON is parsed and stored chunk by chunk as it arrives, so memory stays flat in the body's size;
-        # a JSON document has to be parsed whole.
-        elements: Iterable[Any] = (
-            batch.ndjson_elements(body.parts())
-            if fmt == "ndjson"
-            else batch.json_elements(kind, b"".join(body.parts()))
-        )
-        with session.begin_nested():  # a refused batch leaves no partial job behind
-            accepted = accept_batch(
-                session,
-                partner_id=partner_id,
-                kind=kind,
-                business_id=business_id,
-                elements=elements,
-                request_id=logs.request_id.get(),
-                webhook_url=webhook_url,
+    check_declared_length(request, settings.max_body_bytes)
+    async with upload_slot(partner_id):
+        body = await spool_body(request, settings.max_body_bytes)
+        try:
+            response, to_publish = await run_in_threadpool(
+                _store, request, partner_id, kind, business_id, callback_url, fmt, body
             )
-        to_publish.extend(accepted.to_publish)
-        job = accepted.job
-        log.info("job accepted", extra={"job_id": job.id, "records": job.total, "chunks": job.chunk_count})
-        retry_after = max(1, min(60, job.total // 20_000))
-        return json_response(
-            job_view(job), 202, headers={"Location": f"/jobs/{job.id}", "Retry-After": str(retry_after)}
-        )
-
-    response = idempotent(request, session, partner_id, body, handle)
-    # The 202 promises durability: commit before answering, publish only after the commit.
-    session.commit()
-    publish_chunks(to_publish)
+        finally:
+            body.file.close()
+    await run_in_threadpool(publish_chunks, to_publish)
     wait = _wait_seconds(request)
     if wait and response.status_code == 202 and not response.headers.get("Idempotent-Replayed"):
         job_id = response.headers["Location"].rsplit("/", 1)[1]
-        finished = _wait_for(partner_id, job_id, wait)
+        try:
+            finished = await _wait_for(partner_id, job_id, wait)
+        except Exception:  # the job is stored and published: its 202 stands, whatever went wrong here
+            log.exception("could not wait for the job", extra={"job_id": job_id})
+            finished = None
         if finished is not None:
             finished.headers["Preference-Applied"] = f"wait={wait}"
             return finished
     return response
 
 
-def _wait_for(partner_id: str, job_id: str, seconds: int) -> Response | None:
+def _store(
+    request: Request,
+    partner_id: str,
+    kind: str,
+    business_id: str | None,
+    callback_url: str | None,
+    fmt: str,
+    body: SpooledBody,
+) -> tuple[Response, list[ChunkKey]]:
+    """Store the job and every record; committed before the 202 is returned (a crash after it loses nothing)."""
+    to_publish: list[ChunkKey] = []
+    with session_scope() as session:
+        if business_id is not None:
+            require_business(session, partner_id=partner_id, business_id=business_id)
+
+        def handle() -> Response:
+            webhook_url = resolve_callback_url(session, partner_id=partner_id, callback_url=callback_url)
+            elements: Iterable[Any] = (
+                batch.ndjson_elements(body.file) if fmt == "ndjson" else batch.json_elements(kind, body.file)
+            )
+            with session.begin_nested():  # a refused batch leaves no partial job behind
+                accepted = accept_batch(
+                    session,
+                    partner_id=partner_id,
+                    kind=kind,
+                    business_id=business_id,
+                    elements=elements,
+                    request_id=logs.request_id.get(),
+                    webhook_url=webhook_url,
+                )
+            to_publish.extend(accepted.to_publish)
+            job = accepted.job
+            log.info("job accepted", extra={"job_id": job.id, "records": job.total, "chunks": job.chunk_count})
+            retry_after = max(1, min(60, job.total // 20_000))
+            return json_response(
+                job_view(job), 202, headers={"Location": f"/jobs/{job.id}", "Retry-After": str(retry_after)}
+            )
+
+        response = idempotent(request, session, partner_id, body, handle)
+    return response, to_publish
+
+
+async def _wait_for(partner_id: str, job_id: str, seconds: int) -> Response | None:
+    """The finished job's synchronous answer, polled until `seconds` have passed (None if it is still running).
+    The wait itself holds no thread and no connection: only each short poll does."""
     deadline = time.monotonic() + seconds
     delay = 0.05
     while True:
-        with session_scope() as session:
-            job = get_job(session, partner_id=partner_id, job_id=job_id)
-            if job.status in FINISHED:
-                body = compat_body(session, job)
-                body["job"] = job_view(job)
-                return json_response(body, 200)
+        finished = await run_in_threadpool(_finished_answer, partner_id, job_id)
+        if finished is not None:
+            return finished
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return None
         # Wait the whole N seconds: the last check comes at the deadline, not one backoff step before it.
-        time.sleep(min(delay, remaining))
+        await anyio.sleep(min(delay, remaining))
         delay = min(delay * 1.5, 0.5)
+
+
+def _finished_answer(partner_id: str, job_id: str) -> Response | None:
+    with session_scope() as session:
+        job = get_job(session, partner_id=partner_id, job_id=job_id)
+        if job.status not in FINISHED:
+            return None
+        body = compat_body(session, job)
+        body["job"] = job_view(job)
+        return json_response(body, 200)
 
 
 @router.post(
@@ -149,11 +182,9 @@ def _wait_for(partner_id: str, job_id: str, seconds: int) -> Response | None:
     openapi_extra=request_body(batch_of("businesses", BUSINESS_SYNC), ndjson=True),
     summary="Sync many businesses",
 )
-def sync_businesses_batch(
-    request: Request, session: DbSession, partner_id: PartnerId, callback_url: CallbackUrl = None
-) -> Response:
+async def sync_businesses_batch(request: Request, partner_id: PartnerId, callback_url: CallbackUrl = None) -> Response:
     """Accept up to PFSYNC_MAX_BATCH_RECORDS businesses as `{"businesses": [...]}` or NDJSON; answer with a job."""
-    return _accept(request, session, partner_id, "businesses", None, callback_url)
+    return await _accept(request, partner_id, "businesses", None, callback_url)
 
 
 @router.post(
@@ -167,9 +198,8 @@ def sync_businesses_batch(
     openapi_extra=request_body(batch_of("customers", CUSTOMER_SYNC), ndjson=True),
     summary="Sync many customers of a business",
 )
-def sync_customers_batch(
-    request: Request, session: DbSession, partner_id: PartnerId, business_id: str, callback_url: CallbackUrl = None
+async def sync_customers_batch(
+    request: Request, partner_id: PartnerId, business_id: str, callback_url: CallbackUrl = None
 ) -> Response:
     """Accept up to PFSYNC_MAX_BATCH_RECORDS customers as `{"customers": [...]}` or NDJSON; answer with a job."""
-    require_business(session, partner_id=partner_id, business_id=business_id)
-    return _accept(request, session, partner_id, "customers", business_id, callback_url)
+    return await _accept(request, partner_id, "customers", business_id, callback_url)

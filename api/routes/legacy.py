@@ -5,7 +5,7 @@ Every answer, errors included, carries `Deprecation: true` and a `Link` to the s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -15,7 +15,8 @@ from fastapi.routing import APIRoute
 from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.deps import JSON_TYPES, Body, DbSession, PartnerId, media_type, parse_json, parse_json_object, read_body
+from api.body import Body, SpooledBody, check_declared_length, parse_json_object, require_json, spool_body, upload_slot
+from api.deps import DbSession, PartnerId
 from api.idempotency import idempotent
 from api.openapi import (
     BUSINESS,
@@ -111,15 +112,20 @@ LEGACY_BATCH_UPDATE_ANSWER = {
 }
 
 
-async def legacy_batch_body(request: Request) -> bytes:
-    """The JSON body of a legacy batch, refused with 413 past PFSYNC_MAX_BODY_BYTES."""
-    kind = media_type(request)
-    if kind and kind not in JSON_TYPES and not kind.endswith("+json"):
-        raise DomainError("unsupported_media_type", "Send the batch as application/json.", 415)
-    return await read_body(request, settings.max_body_bytes)
+async def legacy_batch_body(request: Request, partner_id: PartnerId) -> AsyncIterator[SpooledBody]:
+    """The JSON body of a legacy batch, read whole (413 past PFSYNC_MAX_BODY_BYTES) while holding one of the
+    partner's upload slots, as any batch upload does."""
+    require_json(request, "the batch")
+    check_declared_length(request, settings.max_body_bytes)
+    async with upload_slot(partner_id):
+        body = await spool_body(request, settings.max_body_bytes)
+        try:
+            yield body
+        finally:
+            body.file.close()
 
 
-BatchBody = Annotated[bytes, Depends(legacy_batch_body)]
+BatchBody = Annotated[SpooledBody, Depends(legacy_batch_body)]
 
 
 def _business(session: Session, partner_id: str, business_id: str) -> Business:
@@ -128,7 +134,9 @@ def _business(session: Session, partner_id: str, business_id: str) -> Business:
     return get_business(session, partner_id=partner_id, business_id=business_id)
 
 
-def _write(request: Request, session: Session, partner_id: str, body: bytes, write: Callable[[], Any]) -> Response:
+def _write(
+    request: Request, session: Session, partner_id: str, body: bytes | SpooledBody, write: Callable[[], Any]
+) -> Response:
     """Run the write once per Idempotency-Key and answer 200 with what it returns."""
     return idempotent(request, session, partner_id, body, lambda: json_response(write()))
 
@@ -207,7 +215,7 @@ def create_customers(
         session,
         partner_id,
         body,
-        lambda: legacy.create_customers(session, business=business, elements=legacy.batch_elements(parse_json(body))),
+        lambda: legacy.create_customers(session, business=business, elements=legacy.batch_elements(body.file)),
     )
 
 
@@ -233,9 +241,7 @@ def update_customers(
         partner_id,
         body,
         lambda: {
-            "customers": legacy.update_customers(
-                session, business=business, elements=legacy.batch_elements(parse_json(body))
-            )
+            "customers": legacy.update_customers(session, business=business, elements=legacy.batch_elements(body.file))
         },
     )
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from api.deps import Body, DbSession, PartnerId, parse_json_object
+from api.body import Body, parse_json_object
+from api.deps import DbSession, PartnerId
 from api.idempotency import idempotent
 from api.openapi import BUSINESS, BUSINESS_SYNC, CUSTOMER, CUSTOMER_SYNC, ok, request_body
 from api.responses import json_response

@@ -7,7 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from api.deps import Body, DbSession, PartnerId, parse_json_object
+from api.body import Body, parse_json_object
+from api.deps import DbSession, PartnerId
 from api.openapi import TIMESTAMP, Schema, list_of, nullable, ok, request_body
 from api.responses import json_response, list_body
 from core import jobs, webhooks

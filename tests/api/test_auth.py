@@ -53,9 +53,13 @@ def test_no_credentials_is_401_with_basic_challenge(client: TestClient, method: 
         pytest.param(_basic(":secret"), id="no key id"),
         pytest.param(_basic("key_unknown:secret"), id="unknown key"),
         pytest.param({"Authorization": "Basic"}, id="empty"),
+        pytest.param(_basic("key_abc\0:secret"), id="NUL in the key id"),
+        pytest.param(_basic("key_abc:sec\0ret"), id="NUL in the secret"),
+        pytest.param({"Authorization": "Basic " + base64.b64encode(b"key_\xff\xfe:secret").decode()}, id="not UTF-8"),
+        pytest.param({"Authorization": b"Basic a2V5X2FiYzpzZWNyZXQ=\xe9"}, id="raw bytes that are not ASCII"),
     ],
 )
-def test_malformed_or_unknown_credentials_are_401(client: TestClient, headers: dict[str, str]) -> None:
+def test_malformed_or_unknown_credentials_are_401(client: TestClient, headers: dict[str, Any]) -> None:
     _assert_unauthorized(client.get("/businesses", headers=headers, auth=None))
 
 

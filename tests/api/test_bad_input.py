@@ -78,7 +78,8 @@ GARBAGE: list[tuple[str, bytes, tuple[int, ...]]] = [
     ("byte order mark", b'\xef\xbb\xbf{"external_id": "x", "name": "x"}', (400,)),
     ("deep nesting", b'{"metadata": ' + b"[" * 5000 + b"]" * 5000 + b"}", (400,)),
     ("deep object nesting", b'{"a": ' * 3000 + b"1" + b"}" * 3000, (400,)),
-    ("number beyond a double", b'{"external_id": "x", "name": "x", "metadata": {"n": 1e999}}', (400,)),
+    # A validation error (invalid_number) on the single endpoints, not a parse error: SPEC §7.
+    ("number beyond a double", b'{"external_id": "x", "name": "x", "metadata": {"n": 1e999}}', (422,)),
     ("NaN", b'{"external_id": "x", "name": NaN}', (400,)),
     ("truncated document", b'{"external_id": "x", "name": "', (400,)),
     ("trailing garbage", b'{"external_id": "x", "name": "x"} {"again": 1}', (400,)),
@@ -108,12 +109,16 @@ def test_huge_numbers_in_records_are_record_errors_or_stored_exactly(victim: dic
     response = client.post("/sync/businesses", json={"external_id": 10**30, "name": "n"})
     assert_problem(response, 422)
     assert response.json()["errors"][0]["code"] == "invalid_type"
-    big = (
-        b'{"external_id": "huge", "name": "n", "metadata": {"u64": 18446744073709551615, "big": 1e308, "tiny": 1e-400}}'
-    )
+    big = b'{"external_id": "huge", "name": "n", "metadata": {"u64": 18446744073709551615, "big": 1e308}}'
     response = client.post("/sync/businesses", content=big, headers=JSON)
+    problem = assert_problem(response, 422)
+    assert [(e["code"], e["path"]) for e in problem["errors"]] == [("invalid_number", "metadata.u64")]
+    exact = (
+        b'{"external_id": "huge", "name": "n", "metadata": {"i64": -9223372036854775808, "big": 1e308, "tiny": 1e-300}}'
+    )
+    response = client.post("/sync/businesses", content=exact, headers=JSON)
     assert response.status_code == 200, response.text
-    assert response.json()["metadata"] == {"u64": 18446744073709551615, "big": 1e308, "tiny": 0.0}
+    assert response.json()["metadata"] == {"i64": -(2**63), "big": 1e308, "tiny": 1e-300}
 
 
 @pytest.mark.parametrize(

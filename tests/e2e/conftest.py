@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.conftest import DATABASE_URL, REDIS_URL, ROOT
@@ -78,6 +81,39 @@ def worker_process(log_dir: Path, name: str = "worker", concurrency: int = 2, **
         log_dir,
         **env,
     )  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+PFSYNC_SCRIPT = Path(sys.executable).with_name("pfsync")
+PFSYNC = [str(PFSYNC_SCRIPT)] if PFSYNC_SCRIPT.exists() else [sys.executable, "-m", "cli"]
+
+
+def api_process(log_dir: Path, name: str = "api", *args: str, **env: str) -> tuple[Process, str]:
+    """A `pfsync api` process on the test database, started and answering; its base URL."""
+    port = free_port()
+    process = Process(name, [*PFSYNC, "api", "--host", "127.0.0.1", "--port", str(port), *args], log_dir, **env)
+    process.start()
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        assert process.proc is not None
+        assert process.proc.poll() is None, process.log()
+        with contextlib.suppress(httpx.HTTPError):
+            return httpx.get(url + "/healthz", timeout=1).status_code == 200
+        return False
+
+    try:
+        wait_for(up, 30, 0.1, f"the API process {name}")
+    except BaseException:
+        process.stop()
+        raise
+    return process, url
 
 
 def scheduler_process(log_dir: Path, **env: str) -> Process:

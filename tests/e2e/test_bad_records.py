@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+import pytest
 
 from tests.e2e.conftest import all_results, batch_url, wait_job
 from tests.hostile import BAD_RECORDS
@@ -65,6 +66,71 @@ def test_ndjson_lines_with_bad_bytes_fail_alone(client, worker, business) -> Non
     job = wait_job(client, response.json()["id"])
     outcomes = [(r["outcome"], [e["code"] for e in r["errors"]]) for r in all_results(client, job["id"])]
     malformed = ("failed", ["malformed_record"])
+    invalid_number = ("failed", ["invalid_number"])
     assert outcomes == [
-        ("created", []), malformed, ("created", []), malformed, malformed, malformed, malformed, ("created", []),
+        ("created", []), malformed, ("created", []), malformed, malformed, invalid_number, malformed, ("created", []),
     ]  # fmt: skip
+
+
+NUMBERS_BEYOND_RANGE = [
+    b"1180591620717411303424",  # 2**70
+    b"9223372036854775808",  # 2**63
+    b"-9223372036854775809",
+    b"1e400",
+    b"-1e400",
+]
+
+
+def test_numbers_json_cannot_carry_exactly_fail_their_record_in_either_format(client, worker, business) -> None:  # noqa: ARG001
+    records = [b'{"external_id": "ok-0", "metadata": {"n": 9223372036854775807, "f": 1.5e300}}']
+    records += [
+        b'{"external_id": "num-%d", "metadata": {"n": %s}}' % (i, n) for i, n in enumerate(NUMBERS_BEYOND_RANGE)
+    ]
+    records.append(b'{"external_id": "ok-1", "metadata": {"n": -9223372036854775808}}')
+    bodies = {
+        "application/json": b'{"customers": [' + b", ".join(records) + b"]}",
+        "application/x-ndjson": b"\n".join(records),
+    }
+    for content_type, body in bodies.items():
+        response = client.post(batch_url(business["id"]), content=body, headers={"Content-Type": content_type})
+        assert response.status_code == 202, response.text
+        job = wait_job(client, response.json()["id"])
+        results = all_results(client, job["id"])
+        assert [r["outcome"] for r in results] == ["created", *["failed"] * len(NUMBERS_BEYOND_RANGE), "created"] or [
+            r["outcome"] for r in results
+        ] == ["unchanged", *["failed"] * len(NUMBERS_BEYOND_RANGE), "unchanged"], (content_type, results)
+        for result in results[1:-1]:
+            assert "invalid_number" in [e["code"] for e in result["errors"]], (content_type, result)
+            assert result["external_id"].startswith("num-")
+    stored = client.get(f"/businesses/{business['id']}/customers", params={"external_id": "ok-0"}).json()["data"]
+    assert stored[0]["metadata"] == {"n": 9223372036854775807, "f": 1.5e300}
+    assert client.get(f"/businesses/{business['id']}/customers").status_code == 200
+
+
+def test_an_ndjson_line_over_a_mebibyte_fails_alone(client, worker, business) -> None:  # noqa: ARG001
+    huge = b'{"external_id": "huge", "full_name": "' + b"x" * (1024 * 1024) + b'"}'
+    body = b"\n".join([orjson.dumps({"external_id": "before"}), huge, orjson.dumps({"external_id": "after"})])
+    response = client.post(batch_url(business["id"]), content=body, headers={"Content-Type": "application/x-ndjson"})
+    assert response.status_code == 202, response.text
+    results = all_results(client, wait_job(client, response.json()["id"])["id"])
+    assert [(r["outcome"], [e["code"] for e in r["errors"]]) for r in results] == [
+        ("created", []),
+        ("failed", ["record_too_large"]),
+        ("created", []),
+    ]
+
+
+@pytest.mark.parametrize("depth", [17, 252, 253, 300])
+def test_ndjson_metadata_nested_too_deep_fails_alone(client, worker, business, depth) -> None:  # noqa: ARG001
+    metadata = b'{"a":' * (depth - 1) + b"{}" + b"}" * (depth - 1)
+    lines = [b'{"external_id": "deep", "metadata": ' + metadata + b"}", orjson.dumps({"external_id": "flat"})]
+    response = client.post(
+        batch_url(business["id"]), content=b"\n".join(lines), headers={"Content-Type": "application/x-ndjson"}
+    )
+    assert response.status_code == 202, response.text
+    results = all_results(client, wait_job(client, response.json()["id"])["id"])
+    assert [(r["outcome"], [e["code"] for e in r["errors"]]) for r in results] == [
+        ("failed", ["metadata_too_deep"]),
+        ("created", []),
+    ]
+    assert client.get(f"/businesses/{business['id']}/customers").status_code == 200

@@ -194,3 +194,56 @@ def test_idempotent_replay_returns_the_same_job_and_reuse_is_422(client, worker,
     assert wait_job(client, job["id"])["counts"]["created"] == 4
     listed = client.get(f"/businesses/{business['id']}/customers").json()["data"]
     assert len(listed) == 6
+
+
+@pytest.mark.parametrize("depth", [65, 100_000, 10_000_000])
+def test_a_json_batch_nested_past_64_levels_is_400_before_it_is_built(client, business, depth) -> None:
+    record = b'{"external_id": "deep", "metadata": {"a": ' + b"[" * depth + b"]" * depth + b"}}"
+    body = b'{"customers": [' + record + b"]}"
+    problem = assert_problem(
+        client.post(batch_url(business["id"]), content=body, headers={"Content-Type": "application/json"}),
+        400,
+        "malformed_body",
+    )
+    assert "deeper than 64 levels" in problem["detail"]
+    assert "line 1" in problem["detail"]
+    assert _jobs(client) == []
+
+
+def test_a_string_with_a_lone_surrogate_is_400_not_silently_changed(client, business) -> None:
+    body = b'{"customers": [{"external_id": "s", "full_name": "a\\ud800b"}]}'
+    assert_problem(
+        client.post(batch_url(business["id"]), content=body, headers={"Content-Type": "application/json"}),
+        400,
+        "malformed_body",
+    )
+    assert _jobs(client) == []
+
+
+def test_a_json_batch_nested_within_64_levels_is_accepted(client, business) -> None:
+    record = {"external_id": "nested", "metadata": {"a": [[[[{"b": [1, {"c": "[[[[ {{ not brackets"}]}]]]]}}
+    response = client.post(batch_url(business["id"]), json={"customers": [record, {"external_id": "flat"}]})
+    assert response.status_code == 202, response.text
+    assert response.json()["counts"]["total"] == 2
+
+
+def test_a_failure_while_waiting_after_commit_still_answers_the_202(client, worker, business, monkeypatch) -> None:  # noqa: ARG001
+    import api.routes.batch
+
+    calls: list[object] = []
+
+    def broken(*args: Any) -> dict[str, Any]:
+        calls.append(args)
+        raise RuntimeError("the wait broke")
+
+    monkeypatch.setattr(api.routes.batch, "compat_body", broken)
+    headers = {"Prefer": "wait=10", "Idempotency-Key": "wait-breaks"}
+    url = batch_url(business["id"])
+    first = client.post(url, json={"customers": _customers(2)}, headers=headers)
+    assert first.status_code == 202, first.text
+    assert calls, "the job finished within the wait, so its answer was built (and broke)"
+    again = client.post(url, json={"customers": _customers(2)}, headers=headers)
+    assert again.status_code == 202
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json()["id"] == first.json()["id"]
+    assert len(_jobs(client)) == 1
