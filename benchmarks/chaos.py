@@ -64,9 +64,9 @@ def say(message: str) -> None:
 class Child:
     """A process in its own process group, its output in a log file."""
 
-    def __init__(self, name: str, args: list[str], env: dict[str, str]) -> None:
+    def __init__(self, name: str, args: list[str], env: dict[str, str], logs: Path = LOGS) -> None:
         self.name = name
-        log = (LOGS / f"{name}.log").open("ab")
+        log = (logs / f"{name}.log").open("ab")
         self.proc = subprocess.Popen(
             args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,
@@ -93,6 +93,10 @@ class Drill:
     lease_seconds: int
     chunk_size: int
     concurrency: int
+    # Where the process logs go, and settings added to (or overriding) the processes' environment; the abuse drill
+    # (benchmarks/abuse.py) starts the same processes with its own.
+    logs: Path = LOGS
+    extra_env: dict[str, str] = field(default_factory=dict)
     pg: ScratchPostgres = field(default_factory=ScratchPostgres)
     broker: ScratchRedis = field(default_factory=lambda: ScratchRedis(LOGS / "redis.log"))
     children: list[Child] = field(default_factory=list)
@@ -104,8 +108,8 @@ class Drill:
     _workers_started: int = 0
 
     def start(self) -> None:
-        LOGS.mkdir(parents=True, exist_ok=True)
-        for old in LOGS.glob("*.log"):
+        self.logs.mkdir(parents=True, exist_ok=True)
+        for old in self.logs.glob("*.log"):
             old.unlink()
         admin = self.pg.start()
         with psycopg.connect(admin, autocommit=True) as conn:
@@ -123,12 +127,15 @@ class Drill:
             "PFSYNC_CHUNK_SIZE": str(self.chunk_size),
             "PFSYNC_LOG_JSON": "true",
             "PYTHONUNBUFFERED": "1",
+            **self.extra_env,
         }
         subprocess.run([*PFSYNC, "migrate"], env=self.env, check=True, capture_output=True, timeout=120)
         port = free_port()
         self.api_url = f"http://127.0.0.1:{port}"
-        self.children.append(Child("api", [*PFSYNC, "api", "--host", "127.0.0.1", "--port", str(port)], self.env))
-        self.children.append(Child("scheduler", [*PFSYNC, "scheduler"], self.env))
+        self.children.append(
+            Child("api", [*PFSYNC, "api", "--host", "127.0.0.1", "--port", str(port)], self.env, self.logs)
+        )
+        self.children.append(Child("scheduler", [*PFSYNC, "scheduler"], self.env, self.logs))
         for _ in range(2):
             self.start_worker()
         deadline = time.monotonic() + 30
@@ -137,20 +144,23 @@ class Drill:
                 if httpx.get(self.api_url + "/healthz", timeout=1).status_code == 200:
                     break
             if time.monotonic() > deadline:
-                raise RuntimeError("the API did not start; see " + str(LOGS / "api.log"))
+                raise RuntimeError("the API did not start; see " + str(self.logs / "api.log"))
             time.sleep(0.1)
 
     def start_worker(self) -> None:
         self._workers_started += 1
         worker = Child(
-            f"worker-{self._workers_started}", [*PFSYNC, "worker", "--concurrency", str(self.concurrency)], self.env
+            f"worker-{self._workers_started}",
+            [*PFSYNC, "worker", "--concurrency", str(self.concurrency)],
+            self.env,
+            self.logs,
         )
         self.workers.append(worker)
         self.children.append(worker)
 
-    def partner(self) -> tuple[str, str]:
+    def partner(self, name: str = "chaos drill") -> tuple[str, str]:
         out = subprocess.run(
-            [*PFSYNC, "partner", "create", "chaos drill", "--json"], env=self.env, check=True, capture_output=True
+            [*PFSYNC, "partner", "create", name, "--json"], env=self.env, check=True, capture_output=True
         )
         created = orjson.loads(out.stdout)
         return created["key_id"], created["secret"]
