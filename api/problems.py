@@ -81,6 +81,12 @@ def _validation_errors(exc: RequestValidationError) -> DomainError:
     return DomainError("validation_error", "; ".join(f"{e.path}: {e.message}" for e in errors), 422, errors)
 
 
+def _unavailable(reason: str, retry_after: int) -> Response:
+    return problem_response(
+        DomainError("service_unavailable", f"{reason}; retry shortly.", 503, headers={"Retry-After": str(retry_after)})
+    )
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that turn every error into a problem."""
 
@@ -105,27 +111,13 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(PoolTimeout)
     async def _pool_exhausted(_request: Request, exc: Exception) -> Response:
         log.warning("no database connection free in time: %s", exc)
-        return problem_response(
-            DomainError(
-                "service_unavailable",
-                "The service is overloaded: no database connection was free in time; retry shortly.",
-                503,
-                headers={"Retry-After": "2"},
-            )
-        )
+        return _unavailable("The service is overloaded: no database connection was free in time", 2)
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(psycopg.OperationalError)
     async def _database_down(_request: Request, exc: Exception) -> Response:
         log.warning("database unavailable: %s", exc)
-        return problem_response(
-            DomainError(
-                "service_unavailable",
-                "The database is unavailable; retry shortly.",
-                503,
-                headers={"Retry-After": "5"},
-            )
-        )
+        return _unavailable("The database is unavailable", 5)
 
     @app.exception_handler(DBAPIError)
     async def _database_error(request: Request, exc: DBAPIError) -> Response:

@@ -329,6 +329,14 @@ def nested(depth: int, kind: str = "object") -> bytes:
     return b'{"a":' * (depth - 1) + b"{}" + b"}" * (depth - 1)
 
 
+def batch_bodies(records: list[bytes]) -> dict[str, tuple[bytes, str]]:
+    """The same business records as a JSON envelope and as NDJSON, each with its Content-Type."""
+    return {
+        "json": (b'{"businesses":[' + b",".join(records) + b"]}", "application/json"),
+        "ndjson": (b"\n".join(records) + b"\n", NDJSON),
+    }
+
+
 def tree_rss(pid: int) -> int:
     """Resident memory of a process and all its descendants (uvicorn's supervisor and its workers)."""
     try:
@@ -607,11 +615,7 @@ class Abuse:
                 row.check(400 <= answer.status_code < 500, f"single ({len(body)} B) answered {answer.status_code}")
                 row.notes.setdefault("single_codes", []).append(sorted(problem_codes(answer.json()))[:3])
             records = [record(d) for d in depths]
-            batches = {
-                "json": (b'{"businesses":[' + b",".join(records) + b"]}", "application/json"),
-                "ndjson": (b"\n".join(records) + b"\n", NDJSON),
-            }
-            for kind, (body, content_type) in batches.items():
+            for kind, (body, content_type) in batch_bodies(records).items():
                 answer = a.post("/sync/businesses/batch", content=body, headers={"Content-Type": content_type, **WAIT})
                 row.see(answer.status_code)
                 if answer.status_code in (200, 202):
@@ -759,12 +763,7 @@ class Abuse:
                     answer.status_code == 422 and "invalid_number" in codes,
                     f"single {value.decode()}: {answer.status_code} {sorted(codes)}",
                 )
-            records = [record(i, v) for i, v in enumerate(values)]
-            batches = {
-                "json": (b'{"businesses":[' + b",".join(records) + b"]}", "application/json"),
-                "ndjson": (b"\n".join(records) + b"\n", NDJSON),
-            }
-            for kind, (body, content_type) in batches.items():
+            for kind, (body, content_type) in batch_bodies([record(i, v) for i, v in enumerate(values)]).items():
                 answer = a.post("/sync/businesses/batch", content=body, headers={"Content-Type": content_type, **WAIT})
                 row.see(answer.status_code)
                 if answer.status_code not in (200, 202):

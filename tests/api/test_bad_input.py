@@ -11,20 +11,17 @@ import contextlib
 import re
 import select
 import socket
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 from fastapi.testclient import TestClient
 
 from api.app import app
 from tests.conftest import PartnerKey, make_partner
-from tests.e2e.conftest import Process, wait_for
+from tests.e2e.conftest import api_process
 from tests.hostile import BAD_RECORDS, Endpoint, endpoints
 
 # Routes whose body is not read (a cancel takes none).
@@ -197,38 +194,14 @@ def test_a_bad_value_in_a_single_sync_is_a_422_naming_it(
 # --- Raw HTTP against a real API process ---------------------------------------------------------------------------
 
 LIMIT = 1024 * 1024
-PFSYNC_SCRIPT = Path(sys.executable).with_name("pfsync")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")
 def live_api(tmp_path_factory: pytest.TempPathFactory, victim: dict[str, Any]) -> Iterator[tuple[int, PartnerKey]]:
     """A `pfsync api` process on the test database with PFSYNC_MAX_BODY_BYTES of 1 MiB."""
-    port = _free_port()
-    command = [str(PFSYNC_SCRIPT)] if PFSYNC_SCRIPT.exists() else [sys.executable, "-m", "cli"]
-    process = Process(
-        "bad-input-api",
-        [*command, "api", "--host", "127.0.0.1", "--port", str(port)],
-        tmp_path_factory.mktemp("bad-input"),
-        PFSYNC_MAX_BODY_BYTES=str(LIMIT),
-    ).start()
-
-    def up() -> bool:
-        assert process.proc is not None
-        assert process.proc.poll() is None, process.log()
-        with contextlib.suppress(httpx.HTTPError):
-            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
-        return False
-
+    process, url = api_process(tmp_path_factory.mktemp("bad-input"), "bad-input-api", PFSYNC_MAX_BODY_BYTES=str(LIMIT))
     try:
-        wait_for(up, 30, 0.1, "the API process")
-        yield port, victim["key"]
+        yield int(url.rsplit(":", 1)[1]), victim["key"]
     finally:
         process.stop()
 

@@ -100,6 +100,16 @@ def api_process(log_dir: Path, name: str = "api", *args: str, **env: str) -> tup
     process = Process(name, [*PFSYNC, "api", "--host", "127.0.0.1", "--port", str(port), *args], log_dir, **env)
     process.start()
     url = f"http://127.0.0.1:{port}"
+    try:
+        wait_answering(process, url)
+    except BaseException:
+        process.stop()
+        raise
+    return process, url
+
+
+def wait_answering(process: Process, url: str, timeout: float = 30) -> None:
+    """Wait until the API process at `url` answers /healthz; fail (with its log) if it exits first."""
 
     def up() -> bool:
         assert process.proc is not None
@@ -108,12 +118,7 @@ def api_process(log_dir: Path, name: str = "api", *args: str, **env: str) -> tup
             return httpx.get(url + "/healthz", timeout=1).status_code == 200
         return False
 
-    try:
-        wait_for(up, 30, 0.1, f"the API process {name}")
-    except BaseException:
-        process.stop()
-        raise
-    return process, url
+    wait_for(up, timeout, 0.1, f"the API process {process.name}")
 
 
 def scheduler_process(log_dir: Path, **env: str) -> Process:

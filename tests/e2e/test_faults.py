@@ -15,9 +15,7 @@ import itertools
 import os
 import random
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -38,20 +36,11 @@ from core.config import normalise_database_url
 from core.embedded import ScratchPostgres, ScratchRedis
 from core.partners import create_partner
 from tests.conftest import PartnerKey
-from tests.e2e.conftest import Process, wait_for
+from tests.e2e.conftest import PFSYNC, Process, free_port, wait_answering, wait_for
 
-PFSYNC_SCRIPT = Path(sys.executable).with_name("pfsync")
-PFSYNC = [str(PFSYNC_SCRIPT)] if PFSYNC_SCRIPT.exists() else [sys.executable, "-m", "cli"]
 FINISHED = ("completed", "cancelled", "failed")
 CHUNK = 250
 LEASE_SECONDS = 3
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -80,15 +69,7 @@ class Stack:
         port = free_port()
         process = self.process("api", "api", "--host", "127.0.0.1", "--port", str(port), **env)
         url = f"http://127.0.0.1:{port}"
-
-        def up() -> bool:
-            assert process.proc is not None
-            assert process.proc.poll() is None, process.log()
-            with contextlib.suppress(httpx.HTTPError):
-                return httpx.get(url + "/healthz", timeout=1).status_code == 200
-            return False
-
-        wait_for(up, 30, 0.1, "the API process")
+        wait_answering(process, url)
         return url
 
     def partner(self) -> PartnerKey:
