@@ -10,6 +10,7 @@ from __future__ import annotations
 from array import array
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import IO, Any
 
 import ijson
@@ -132,9 +133,8 @@ class ParsedBatch:
 def _json_type(value: Any) -> str:
     if value is None:
         return "null"
-    return {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "an array"}.get(
-        type(value), "a value"
-    )
+    kinds = {bool: "a boolean", int: "a number", float: "a number", Decimal: "a number", str: "a string"}
+    return kinds.get(type(value), "an array" if isinstance(value, list) else "a value")
 
 
 def check_count(count: int) -> None:

@@ -152,7 +152,11 @@ def accept_batch(
             by_chunk.setdefault(index // size, {})[str(index % size)] = [e.as_dict() for e in errors]
         if by_chunk:
             cur.executemany(
-                "UPDATE job_chunks SET rejections = coalesce(rejections, '{}'::jsonb) || %s::jsonb "
+                # A record may have been rejected already (a value JSON cannot carry): its errors and the
+                # duplicate's are appended, not replaced.
+                "UPDATE job_chunks SET rejections = coalesce(rejections, '{}'::jsonb) || "
+                "  (SELECT jsonb_object_agg(k, coalesce(rejections -> k, '[]'::jsonb) || v) "
+                "   FROM jsonb_each(%s::jsonb) AS found(k, v)) "
                 "WHERE job_id = %s AND chunk_no = %s",
                 [(_json(found), job.id, number) for number, found in by_chunk.items()],
             )

@@ -134,3 +134,19 @@ def test_ndjson_metadata_nested_too_deep_fails_alone(client, worker, business, d
         ("created", []),
     ]
     assert client.get(f"/businesses/{business['id']}/customers").status_code == 200
+
+
+def test_a_duplicate_that_json_cannot_carry_reports_both_errors(client, worker, business) -> None:  # noqa: ARG001
+    body = (
+        b'{"customers": [{"external_id": "twice", "metadata": {"n": 1180591620717411303424}},'
+        b' {"external_id": "twice"}, 1.5]}'
+    )
+    response = client.post(batch_url(business["id"]), content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 202, response.text
+    results = all_results(client, wait_job(client, response.json()["id"])["id"])
+    assert [(r["outcome"], [e["code"] for e in r["errors"]]) for r in results] == [
+        ("failed", ["invalid_number", "duplicate_in_batch"]),
+        ("failed", ["duplicate_in_batch"]),
+        ("failed", ["invalid_record"]),
+    ]
+    assert results[2]["errors"][0]["message"] == "a record must be a JSON object, not a number"
