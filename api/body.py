@@ -156,6 +156,20 @@ async def upload_slot(partner_id: str) -> AsyncIterator[None]:
             await slot.release()
 
 
+@asynccontextmanager
+async def batch_upload(request: Request, partner_id: str) -> AsyncIterator[SpooledBody]:
+    """A batch upload's whole body, read while holding one of the partner's upload slots (held until the block
+    ends, as the body is stored): 413 past PFSYNC_MAX_BODY_BYTES, 429 when the slots are taken, both before a
+    byte is read."""
+    check_declared_length(request, settings.max_body_bytes)
+    async with upload_slot(partner_id):
+        body = await spool_body(request, settings.max_body_bytes)
+        try:
+            yield body
+        finally:
+            body.file.close()
+
+
 async def _keep_renewing(slot: UploadSlot) -> None:
     while True:
         await anyio.sleep(RENEW_SECONDS)

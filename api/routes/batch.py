@@ -13,7 +13,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from api.body import JSON_TYPES, NDJSON_TYPES, SpooledBody, check_declared_length, media_type, spool_body, upload_slot
+from api.body import JSON_TYPES, NDJSON_TYPES, SpooledBody, batch_upload, media_type
 from api.deps import PartnerId
 from api.idempotency import idempotent
 from api.openapi import BUSINESS, BUSINESS_SYNC, CUSTOMER, CUSTOMER_SYNC, JOB, batch_answer, batch_of, ok, request_body
@@ -78,15 +78,10 @@ async def _accept(
 ) -> Response:
     """Take an upload slot, read the whole body, then store the job in one transaction and publish it."""
     fmt = batch_format(request)
-    check_declared_length(request, settings.max_body_bytes)
-    async with upload_slot(partner_id):
-        body = await spool_body(request, settings.max_body_bytes)
-        try:
-            response, to_publish = await run_in_threadpool(
-                _store, request, partner_id, kind, business_id, callback_url, fmt, body
-            )
-        finally:
-            body.file.close()
+    async with batch_upload(request, partner_id) as body:
+        response, to_publish = await run_in_threadpool(
+            _store, request, partner_id, kind, business_id, callback_url, fmt, body
+        )
     await run_in_threadpool(publish_chunks, to_publish)
     wait = _wait_seconds(request)
     if wait and response.status_code == 202 and not response.headers.get("Idempotent-Replayed"):

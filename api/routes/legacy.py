@@ -15,7 +15,7 @@ from fastapi.routing import APIRoute
 from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.body import Body, SpooledBody, check_declared_length, parse_json_object, require_json, spool_body, upload_slot
+from api.body import Body, SpooledBody, batch_upload, parse_json_object, require_json
 from api.deps import DbSession, PartnerId
 from api.idempotency import idempotent
 from api.openapi import (
@@ -32,7 +32,6 @@ from api.openapi import (
 )
 from api.responses import json_response
 from core import legacy
-from core.config import settings
 from core.errors import DomainError, not_found
 from core.models import Business, Customer
 from core.resources import get_business, get_customer
@@ -116,13 +115,8 @@ async def legacy_batch_body(request: Request, partner_id: PartnerId) -> AsyncIte
     """The JSON body of a legacy batch, read whole (413 past PFSYNC_MAX_BODY_BYTES) while holding one of the
     partner's upload slots, as any batch upload does."""
     require_json(request, "the batch")
-    check_declared_length(request, settings.max_body_bytes)
-    async with upload_slot(partner_id):
-        body = await spool_body(request, settings.max_body_bytes)
-        try:
-            yield body
-        finally:
-            body.file.close()
+    async with batch_upload(request, partner_id) as body:
+        yield body
 
 
 BatchBody = Annotated[SpooledBody, Depends(legacy_batch_body)]
