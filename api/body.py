@@ -4,7 +4,7 @@ A body is read in the request's own task, holding no thread, connection or trans
 that stalls longer than PFSYNC_BODY_IDLE_TIMEOUT_SECONDS between two parts is answered 408, and one past its
 limit 413 as soon as it passes it. A batch body is spooled: memory up to PFSYNC_SPOOL_MEMORY_BYTES, a temporary
 file past that, so an upload costs the same memory whatever its size. A batch upload first takes one of its
-partner's upload slots (core.uploads), before a byte of it is read.
+partner's upload slots (core.partners.uploads), before a byte of it is read.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from starlette.requests import ClientDisconnect
 from core import json_input
 from core.config import settings
 from core.errors import DomainError
-from core.idempotency import fingerprint_hasher
-from core.uploads import RENEW_SECONDS, UploadSlot
+from core.partners.idempotency import fingerprint_hasher
+from core.partners.uploads import RENEW_SECONDS, UploadSlot
 
 SINGLE_BODY_LIMIT = 1024 * 1024
 JSON_TYPES = ("application/json",)

@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from core import logs
 from core.db import new_session, session_scope
 from core.errors import DomainError
-from core.partners import authenticate, cached_partner
+from core.partners.service import authenticate, cached_partner
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from sqlalchemy.orm import Session
 
 from api.body import SpooledBody
 from api.problems import problem_response
-from core import idempotency
 from core.errors import DomainError
+from core.partners import idempotency
 
 # Headers worth replaying; hop-by-hop and length headers are recomputed.
 _REPLAYED_HEADERS = {

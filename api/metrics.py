@@ -5,7 +5,7 @@ processes (`uvicorn --workers N`, gunicorn), set `PROMETHEUS_MULTIPROC_DIR` to a
 them share, before they start: prometheus-client then keeps each process's values in files there, and a scrape
 answered by any process sums them all. Unset, the values live in the process's registry.
 
-Job and queue metrics (core.metrics) are read from PostgreSQL and Redis at scrape time, so they are the same
+Job and queue metrics (core.ops.metrics) are read from PostgreSQL and Redis at scrape time, so they are the same
 whichever process answers and need no such directory.
 """
 
@@ -19,7 +19,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from core.metrics import JobMetricsCollector
+from core.ops.metrics import JobMetricsCollector
 
 disable_created_metrics()  # type: ignore[no-untyped-call]
 

@@ -52,7 +52,7 @@ import psutil
 import psycopg
 
 from benchmarks.chaos import FINISHED, RESULTS, Child, Drill, say
-from core.embedded import ScratchRedis
+from cli.embedded import ScratchRedis
 
 LOGS = RESULTS / "abuse-logs"
 MB = 1_000_000

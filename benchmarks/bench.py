@@ -148,7 +148,7 @@ def prepare_servers(data_dir: Path) -> Servers:
     embedded: list[str] = []
     admin = os.environ.get("DATABASE_URL")
     if admin is None and not _answers("127.0.0.1", 5432):
-        from core.embedded import ensure_postgres, stop_postgres
+        from cli.embedded import ensure_postgres, stop_postgres
 
         admin = ensure_postgres(data_dir)
         cleanups.append(lambda: stop_postgres(data_dir))
@@ -165,7 +165,7 @@ def prepare_servers(data_dir: Path) -> Servers:
         if _answers(*DEFAULT_REDIS):
             redis_url = _spare_redis_db()
         else:
-            from core.embedded import EmbeddedRedis
+            from cli.embedded import EmbeddedRedis
 
             server = EmbeddedRedis(data_dir)
             redis_url = server.start()

@@ -39,7 +39,7 @@ import orjson
 import psycopg
 import redis
 
-from core.embedded import ScratchPostgres, ScratchRedis
+from cli.embedded import ScratchPostgres, ScratchRedis
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"

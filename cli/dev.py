@@ -23,10 +23,10 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
+from cli.embedded import EmbeddedRedis, ensure_postgres, stop_postgres
 from cli.output import CommandError, configure_logging, console, err_console
 from cli.serve import migrate_database
 from core.config import normalise_database_url, settings
-from core.embedded import EmbeddedRedis, ensure_postgres, stop_postgres
 
 STOP_GRACE_SECONDS = 10.0
 POLL_SECONDS = 0.2

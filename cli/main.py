@@ -11,6 +11,7 @@ from sqlalchemy.exc import OperationalError
 
 from cli.output import CommandError, err_console
 from cli.partners import partner_name
+from core.config import NotConfigured, normalise_database_url, settings
 
 Command = Callable[[argparse.Namespace], int]
 PUSH_FORMATS = ("json", "ndjson", "csv")
@@ -249,12 +250,34 @@ def _add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
     status.set_defaults(run=_status)
 
 
+def use_running_embedded_servers() -> None:
+    """With DATABASE_URL or REDIS_URL unset, use the folder's embedded server that `pfsync dev` runs, if it does.
+    Only `pfsync dev` starts one: a production process never starts a database or a broker of its own."""
+    if settings.database_url and settings.redis_url:
+        return
+    from cli.embedded import join_running_servers
+
+    database, broker = join_running_servers(settings.data_dir)
+    if not settings.database_url and database:
+        settings.database_url = normalise_database_url(database)
+    if not settings.redis_url and broker:
+        settings.redis_url = broker
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `pfsync` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
     command: Command = args.run
     try:
+        if command not in (_dev, _push, _jobs):  # dev starts its own; push and jobs only call the API
+            use_running_embedded_servers()
         return command(args)
+    except NotConfigured as exc:
+        err_console.print(
+            f"[red]error:[/] {escape(str(exc))}, and no `pfsync dev` runs embedded servers in "
+            f"{escape(str(settings.data_dir.resolve()))}: set DATABASE_URL and REDIS_URL (see .env.example), "
+            "or start `pfsync dev` in this folder."
+        )
     except CommandError as exc:
         err_console.print(f"[red]error:[/] {escape(str(exc))}")
         return exc.exit_code

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from cli.output import console
 from core.db import session_scope
-from core.partners import create_partner
+from core.partners.service import create_partner
 
 MAX_NAME_LENGTH = 255
 

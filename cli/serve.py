@@ -12,11 +12,11 @@ import shutil
 import tempfile
 from typing import Any
 
-from cli.output import QUIET_LOGGERS, CommandError, configure_logging, console
-from core.broker_url import broker_url
+from cli.output import QUIET_LOGGERS, configure_logging, console
 from core.config import settings
 from core.db import database_url, dispose_engine, get_engine
 from core.migrate import current_revision, upgrade
+from core.ops.broker import broker_url
 
 PLAIN_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -33,11 +33,8 @@ def pin_database_url() -> str:
 
 
 def require_broker() -> str:
-    """The broker URL (REDIS_URL, or the folder's embedded Redis), or a message saying how to get one."""
-    try:
-        return broker_url()
-    except RuntimeError as exc:
-        raise CommandError(str(exc)) from None
+    """The broker URL (REDIS_URL, or the folder's embedded Redis); `NotConfigured` says what is missing."""
+    return broker_url()
 
 
 def uvicorn_log_config() -> dict[str, Any]:

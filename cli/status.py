@@ -68,7 +68,7 @@ class Status:
 
 def read_queue() -> QueueState:
     """The service's queue in the broker: the same numbers /metrics reports."""
-    from core.metrics import read_broker
+    from core.ops.metrics import read_broker
 
     broker = read_broker()
     return QueueState(settings.queue_name, broker.waiting, broker.unacked)
@@ -113,7 +113,7 @@ def _utc(moment: datetime) -> str:
 def read_unfinished_jobs(limit: int) -> tuple[list[JobState], int]:
     """The oldest unfinished jobs of every partner (up to `limit`), and how many there are in all."""
     from core.db import session_scope
-    from core.jobs import unfinished_jobs
+    from core.jobs.service import unfinished_jobs
 
     with session_scope() as session:
         rows, count, now = unfinished_jobs(session, limit=limit)

@@ -16,6 +16,10 @@ def normalise_database_url(url: str) -> str:
     return url
 
 
+class NotConfigured(RuntimeError):
+    """A setting the process needs is unset (the production processes never start a server of their own)."""
+
+
 class Settings(BaseSettings):
     """Every setting of the service; README "Configuration" documents each one."""
 

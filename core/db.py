@@ -12,7 +12,7 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
-from core.config import normalise_database_url, settings
+from core.config import NotConfigured, settings
 
 _lock = threading.Lock()
 _engine: Engine | None = None
@@ -21,14 +21,10 @@ _sessionmaker: sessionmaker[Session] | None = None
 
 
 def database_url() -> str:
-    """The configured PostgreSQL URL, or the embedded server's when `DATABASE_URL` is unset."""
-    if settings.database_url:
-        return settings.database_url
-    from core.embedded import ensure_postgres
-
-    url = normalise_database_url(ensure_postgres(settings.data_dir))
-    settings.database_url = url
-    return url
+    """The configured PostgreSQL URL; `NotConfigured` when `DATABASE_URL` is unset."""
+    if not settings.database_url:
+        raise NotConfigured("DATABASE_URL is not set")
+    return settings.database_url
 
 
 def get_engine() -> Engine:

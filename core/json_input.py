@@ -17,8 +17,8 @@ from typing import IO, Any
 
 import orjson
 
-# The whole document, envelope included. Metadata may nest 16 levels (core.schemas); a record sits at level 3 of a
-# batch envelope, so 64 leaves room for every legitimate payload and its validation errors.
+# The whole document, envelope included. Metadata may nest 16 levels (core.records.schemas); a record sits at level
+# 3 of a batch envelope, so 64 leaves room for every legitimate payload and its validation errors.
 MAX_DEPTH = 64
 
 # To find a number orjson would change — 19 digits or more (an integer near or past 64 bits), or an exponent of 3

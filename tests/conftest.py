@@ -27,7 +27,7 @@ def _server_url() -> str:
     url = os.environ.get("TEST_DATABASE_URL")
     if url:
         return url
-    from core.embedded import ensure_postgres
+    from cli.embedded import ensure_postgres
 
     return ensure_postgres(TEST_DATA_DIR)
 
@@ -37,7 +37,7 @@ def _redis_url() -> str:
     url = os.environ.get("TEST_REDIS_URL")
     if url:
         return url
-    from core.embedded import EmbeddedRedis
+    from cli.embedded import EmbeddedRedis
 
     _embedded_redis = EmbeddedRedis(TEST_DATA_DIR)
     return _embedded_redis.start().rsplit("/", 1)[0] + "/0"
@@ -113,7 +113,7 @@ class PartnerKey:
 
 def make_partner(name: str = "test partner") -> PartnerKey:
     from core.db import session_scope
-    from core.partners import create_partner
+    from core.partners.service import create_partner
 
     with session_scope() as session:
         key = create_partner(session, name=name)

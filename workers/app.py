@@ -10,9 +10,9 @@ from celery.signals import worker_process_init, worker_process_shutdown
 from kombu.transport import redis as kombu_redis
 
 from core import heap, logs
-from core.broker_url import broker_url
 from core.config import settings
 from core.db import dispose_engine
+from core.ops.broker import broker_url
 
 
 class _RedisChannel(kombu_redis.Channel):
@@ -48,7 +48,7 @@ celery_app.conf.update(
     task_ignore_result=True,
     result_backend=None,
     # A task is acknowledged only once done; a worker killed mid-task gets its message redelivered. The
-    # attempt count kept in PostgreSQL (core.jobs) stops a poison chunk from looping.
+    # attempt count kept in PostgreSQL (core.jobs.service) stops a poison chunk from looping.
     task_acks_late=True,
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from core.jobs import ChunkKey
+from core.jobs.admission import ChunkKey
 from workers.app import celery_app, configure_broker
 
 log = logging.getLogger(__name__)

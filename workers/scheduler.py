@@ -15,8 +15,8 @@ from types import FrameType
 from core import logs
 from core.config import settings
 from core.db import session_scope
-from core.idempotency import purge_expired
-from core.jobs import purge_expired_jobs, sweep
+from core.jobs.service import purge_expired_jobs, sweep
+from core.partners.idempotency import purge_expired
 from workers.app import configure_broker
 from workers.publish import publish_chunks
 from workers.webhooks import run_dispatcher

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from core.chunks import process_chunk as process_chunk_in_db
+from core.jobs.processing import process_chunk as process_chunk_in_db
 from workers.app import celery_app
 from workers.publish import PROCESS_CHUNK, publish_chunks
 

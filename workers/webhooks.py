@@ -19,7 +19,14 @@ import httpx
 from core import logs
 from core.config import settings
 from core.db import session_scope
-from core.webhooks import SIGNATURE_HEADER, DueDelivery, claim_due, end_without_attempt, record_attempt, signature
+from core.webhooks.service import (
+    SIGNATURE_HEADER,
+    DueDelivery,
+    claim_due,
+    end_without_attempt,
+    record_attempt,
+    signature,
+)
 
 log = logging.getLogger(__name__)
 USER_AGENT = "PocketflowsSync-Webhooks/1.0"

@@ -18,20 +18,22 @@ from api.deps import PartnerId
 from api.idempotency import idempotent
 from api.openapi import BUSINESS, BUSINESS_SYNC, CUSTOMER, CUSTOMER_SYNC, JOB, batch_answer, batch_of, ok, request_body
 from api.responses import json_response
-from core import batch, logs
+from core import logs
 from core.config import settings
 from core.db import session_scope
 from core.errors import DomainError
-from core.jobs import ChunkKey, accept_batch, get_job, job_view
-from core.resources import require_business
-from core.results import compat_body
-from core.webhooks import resolve_callback_url
+from core.jobs.admission import ChunkKey
+from core.jobs.results import compat_body
+from core.jobs.schemas import FINISHED, job_view
+from core.jobs.service import accept_batch, get_job
+from core.records import batch
+from core.records.service import require_business
+from core.webhooks.service import resolve_callback_url
 from workers.publish import publish_chunks
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["batch sync"])
 _WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+)", re.IGNORECASE)
-FINISHED = ("completed", "cancelled", "failed")
 
 
 def batch_format(request: Request) -> str:

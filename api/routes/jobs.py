@@ -12,7 +12,9 @@ from api.deps import DbSession, PartnerId, after_commit
 from api.idempotency import idempotent
 from api.openapi import JOB, RESULT, list_of, ok
 from api.responses import json_response
-from core import jobs, results
+from core.jobs import processing, results
+from core.jobs import service as jobs
+from core.jobs.schemas import job_view
 from workers.publish import publish_chunks
 
 router = APIRouter(tags=["jobs"])
@@ -24,7 +26,7 @@ Limit = Annotated[int, Query(ge=1, le=1000)]
 
 @router.get("/jobs/{job_id}", summary="A job's status and counts", responses={200: ok(JOB)})
 def get_job(session: DbSession, partner_id: PartnerId, job_id: str) -> Response:
-    view = jobs.job_view(jobs.get_job(session, partner_id=partner_id, job_id=job_id))
+    view = job_view(jobs.get_job(session, partner_id=partner_id, job_id=job_id))
     session.commit()  # ends the read here, in the route's thread, not after another thread switch
     return json_response(view)
 
@@ -41,7 +43,7 @@ def list_jobs(
     rows, has_more = jobs.list_jobs(
         session, partner_id=partner_id, status=status, kind=type, limit=limit, starting_after=starting_after
     )
-    data = [jobs.job_view(j) for j in rows]
+    data = [job_view(j) for j in rows]
     return json_response(
         {"object": "list", "data": data, "has_more": has_more, "next_cursor": data[-1]["id"] if has_more else None}
     )
@@ -98,13 +100,13 @@ def cancel_job(request: Request, session: DbSession, partner_id: PartnerId, job_
     """Records not yet processed end `cancelled`; processed ones stay. A finished job answers 409."""
 
     def handle() -> Response:
-        job, to_publish = jobs.cancel_job(session, partner_id=partner_id, job_id=job_id)
+        job, to_publish = processing.cancel_job(session, partner_id=partner_id, job_id=job_id)
 
         def publish() -> None:
             # The partner's next waiting job may have been admitted by this cancel: its chunks go out after commit.
             publish_chunks(to_publish)
 
         after_commit(session, publish)
-        return json_response(jobs.job_view(job))
+        return json_response(job_view(job))
 
     return idempotent(request, session, partner_id, b"", handle)

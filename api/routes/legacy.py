@@ -31,10 +31,10 @@ from api.openapi import (
     request_body,
 )
 from api.responses import json_response
-from core import legacy
 from core.errors import DomainError, not_found
 from core.models import Business, Customer
-from core.resources import get_business, get_customer
+from core.records import legacy
+from core.records.service import get_business, get_customer
 
 # Each legacy route's successor, by route path; `{name}` is filled from the path (or what the handler learnt).
 SUCCESSORS = {

@@ -10,7 +10,7 @@ from fastapi.responses import Response
 
 from api.metrics import render
 from api.responses import json_response
-from core.health import check_broker, check_database
+from core.ops.health import check_broker, check_database
 
 router = APIRouter(tags=["operations"])
 

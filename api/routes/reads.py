@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from api.deps import DbSession, PartnerId
 from api.openapi import BUSINESS, CUSTOMER, list_of, ok
 from api.responses import json_response, list_body
-from core import resources
+from core.records import service as resources
 
 router = APIRouter(tags=["reads"])
 

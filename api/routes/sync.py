@@ -10,8 +10,8 @@ from api.deps import DbSession, PartnerId
 from api.idempotency import idempotent
 from api.openapi import BUSINESS, BUSINESS_SYNC, CUSTOMER, CUSTOMER_SYNC, ok, request_body
 from api.responses import json_response
-from core.resources import require_business, sync_one
-from core.sync import Scope
+from core.records.rules import Scope
+from core.records.service import require_business, sync_one
 
 router = APIRouter(tags=["sync"])
 

@@ -11,7 +11,8 @@ from api.body import Body, parse_json_object
 from api.deps import DbSession, PartnerId
 from api.openapi import TIMESTAMP, Schema, list_of, nullable, ok, request_body
 from api.responses import json_response, list_body
-from core import jobs, webhooks
+from core.jobs import service as jobs
+from core.webhooks import service as webhooks
 
 router = APIRouter(tags=["webhooks"])
 

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from core.db import session_scope
-from core.partners import create_key
+from core.partners.service import create_key
 from tests.api.test_single_sync import created, sync_business, sync_customer
 from tests.conftest import PartnerKey, assert_problem
 

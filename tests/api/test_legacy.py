@@ -11,10 +11,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core import legacy, resources
 from core.config import settings
 from core.db import session_scope
 from core.models import Customer
+from core.records import legacy
+from core.records import service as resources
 
 SUCCESSOR = 'rel="successor-version"'
 

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from core import json_input
-from core.schemas import MAX_METADATA_BYTES, MAX_METADATA_DEPTH, BusinessPayload, parse_record
+from core.records.schemas import MAX_METADATA_BYTES, MAX_METADATA_DEPTH, BusinessPayload, parse_record
 
 CODES = {"metadata_too_deep", "invalid_number", "metadata_too_large", "nul_character", "too_many_errors"}
 _ids = itertools.count()

@@ -18,8 +18,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from api.app import app
-from core import logs, partners
+from core import logs
 from core.db import session_scope
+from core.partners import service as partners
 from tests.conftest import PartnerKey, make_partner
 from tests.hostile import Endpoint, endpoints
 

@@ -9,9 +9,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from core import idempotency
 from core.db import new_session, session_scope
 from core.errors import DomainError
+from core.partners import idempotency
 from tests.conftest import PartnerKey, assert_problem
 
 BUSINESS_FIELDS = {"id", "object", "external_id", "name", "metadata", "created_at", "updated_at"}

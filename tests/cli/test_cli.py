@@ -108,7 +108,7 @@ def start_dev(folder: Path, env: dict[str, str], port: int) -> subprocess.Popen[
 
 def test_partner_create_json_prints_a_key_that_authenticates() -> None:
     from core.db import session_scope
-    from core.partners import authenticate
+    from core.partners.service import authenticate
 
     result = run_pfsync("partner", "create", "Acme Salons", "--json", env=configured_env())
 

@@ -303,12 +303,13 @@ def test_push_draws_live_bars_on_a_terminal(service: Service, partner: PartnerKe
 
 @pytest.mark.usefixtures("service")  # its worker is the live one
 def test_status_shows_the_queue_the_workers_and_unfinished_jobs(partner: PartnerKey) -> None:
-    from core import jobs
     from core.db import session_scope
+    from core.jobs.processing import cancel_job
+    from core.jobs.service import accept_batch
 
     # A job whose chunks were never published (and no scheduler republishes them): it stays unfinished.
     with session_scope() as session:
-        accepted = jobs.accept_batch(
+        accepted = accept_batch(
             session,
             partner_id=partner.partner_id,
             kind="businesses",
@@ -339,7 +340,7 @@ def test_status_shows_the_queue_the_workers_and_unfinished_jobs(partner: Partner
         assert status["errors"] == {}
     finally:
         with session_scope() as session:
-            jobs.cancel_job(session, partner_id=partner.partner_id, job_id=job_id)
+            cancel_job(session, partner_id=partner.partner_id, job_id=job_id)
 
 
 def test_status_reports_an_unreachable_broker_and_exits_1() -> None:

@@ -1,6 +1,6 @@
 """Faults against real processes: `pfsync api`, `pfsync worker` and `pfsync scheduler` on a scratch PostgreSQL.
 
-The whole stack of this module runs on a PostgreSQL and a Redis of its own (`core.embedded.ScratchPostgres` and
+The whole stack of this module runs on a PostgreSQL and a Redis of its own (`cli.embedded.ScratchPostgres` and
 `ScratchRedis`, restarted and flushed by the tests), so no fault reaches the servers the rest of the suite uses.
 Leases and sweeps are short (PFSYNC_LEASE_SECONDS=3, PFSYNC_SWEEP_INTERVAL_SECONDS=0.5) to keep it fast.
 
@@ -32,9 +32,9 @@ import redis
 from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.orm import Session
 
+from cli.embedded import ScratchPostgres, ScratchRedis
 from core.config import normalise_database_url
-from core.embedded import ScratchPostgres, ScratchRedis
-from core.partners import create_partner
+from core.partners.service import create_partner
 from tests.conftest import PartnerKey
 from tests.e2e.conftest import PFSYNC, Process, free_port, wait_answering, wait_for
 

@@ -11,8 +11,8 @@ import orjson
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from core import resources
 from core.logs import JsonFormatter
+from core.records import service as resources
 from tests.conftest import PartnerKey
 from tests.e2e.conftest import Process, wait_for, wait_job
 

@@ -71,6 +71,14 @@ def test_a_one_chunk_job_starts_before_it_finishes(client, worker, business) -> 
         assert times["created_at"] <= times["started_at"] <= times["finished_at"], times  # type: ignore[operator]
 
 
+def _waiting_on_a_lock(conn: psycopg.Connection[Any]) -> bool:
+    row = conn.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' "
+        "AND application_name = 'pfsync'"
+    ).fetchone()
+    return bool(row and row[0])
+
+
 def test_a_job_cancelled_while_its_last_chunk_runs_finishes_after_the_cancel(
     client, business, idle_queue: str, start_worker: Callable[..., Process]
 ) -> None:
@@ -86,6 +94,8 @@ def test_a_job_cancelled_while_its_last_chunk_runs_finishes_after_the_cancel(
         held = start_worker(idle_queue, "held")
         try:
             wait_for(lambda: client.get(f"/jobs/{job_id}").json()["status"] == "running", 30, 0.05, "the claim")
+            # Past its cancel check and waiting on the held row: the cancel must find the chunk being processed.
+            wait_for(lambda: _waiting_on_a_lock(hold), 30, 0.05, "the worker to wait on the held row")
         except AssertionError as exc:
             raise AssertionError(f"{exc}; the worker's log:\n{held.log()[-4000:]}") from None
         cancel = client.post(f"/jobs/{job_id}/cancel")

@@ -17,10 +17,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeHistogramMetricFami
 from prometheus_client.registry import Collector
 from sqlalchemy import text
 
-from core.broker_url import broker_url
 from core.config import settings
 from core.db import get_engine
-from core.sync import OUTCOMES
+from core.ops.broker import broker_url
+from core.records.rules import OUTCOMES
 
 log = logging.getLogger(__name__)
 

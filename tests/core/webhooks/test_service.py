@@ -14,9 +14,10 @@ from sqlalchemy.orm import Session
 from core.config import settings
 from core.db import new_session
 from core.errors import DomainError
-from core.jobs import accept_batch, cancel_job
+from core.jobs.processing import cancel_job
+from core.jobs.service import accept_batch
 from core.models import WebhookDelivery
-from core.webhooks import (
+from core.webhooks.service import (
     delete_webhook,
     enqueue_job_finished,
     record_attempt,

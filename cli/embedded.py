@@ -142,6 +142,23 @@ class EmbeddedRedis:
             pass
 
 
+def postgres_running(data_dir: Path) -> bool:
+    """Whether this folder's embedded PostgreSQL is up (its postmaster's pid file names a live process)."""
+    try:
+        pid = int((data_dir / "postgres" / "postmaster.pid").read_text().split("\n", 1)[0])
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def join_running_servers(data_dir: Path) -> tuple[str | None, str | None]:
+    """The URLs of this folder's embedded PostgreSQL and Redis, for each that `pfsync dev` has running (None for
+    one that is not): other commands join them, and never start one."""
+    database = ensure_postgres(data_dir) if postgres_running(data_dir) else None
+    return database, embedded_redis_url(data_dir)
+
+
 def stop_postgres(data_dir: Path) -> None:
     """Release this process's handle on the embedded PostgreSQL (it stops if no other process uses it)."""
     pgdata = (data_dir / "postgres").resolve()
@@ -275,4 +292,13 @@ def embedded_redis_url(data_dir: Path) -> str | None:
     return f"redis://127.0.0.1:{port}/0" if port is not None else None
 
 
-__all__ = ["EmbeddedRedis", "ScratchPostgres", "ScratchRedis", "embedded_redis_url", "ensure_postgres", "stop_postgres"]
+__all__ = [
+    "EmbeddedRedis",
+    "ScratchPostgres",
+    "ScratchRedis",
+    "embedded_redis_url",
+    "ensure_postgres",
+    "join_running_servers",
+    "postgres_running",
+    "stop_postgres",
+]

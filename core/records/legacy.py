@@ -1,10 +1,10 @@
 """Pocketflows' pre-sync endpoints (SPEC §4 "Legacy"), expressed through the sync rules.
 
-No rule lives here: fields are validated by the sync payload models (`core.schemas`), uniqueness and the write
-order are decided by `core.sync`, and batch duplicates by `core.batch`, exactly as for a sync. A legacy create is
-a record applied with `create_only`; a merge-update reads the stored record (locked, so no write slips in between),
-lays the fields sent over it, validates the merged object with the same payload model and applies it by id. Each
-call takes a write sequence number like any accepted write (SPEC §3 rule 7).
+No rule lives here: fields are validated by the sync payload models (`core.records.schemas`), uniqueness and the
+write order are decided by `core.records.rules`, and batch duplicates by `core.records.batch`, exactly as for a
+sync. A legacy create is a record applied with `create_only`; a merge-update reads the stored record (locked, so no
+write slips in between), lays the fields sent over it, validates the merged object with the same payload model and
+applies it by id. Each call takes a write sequence number like any accepted write (SPEC §3 rule 7).
 """
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ from typing import IO, Any
 
 from sqlalchemy.orm import Session
 
-from core.batch import ParsedBatch, json_elements, mark_duplicates
 from core.config import settings
 from core.errors import RECORD_ERROR_STATUS, DomainError, FieldError
 from core.models import Business, Customer
-from core.records_repo import apply_records
-from core.resources import apply_one, customer_view, customers_by_id, next_write_seq, record_error
-from core.schemas import SYNC_WRITABLE, parse_record
-from core.sync import CREATED, FAILED, SINGULAR, Kind, Payload, RecordOutcome, Scope
+from core.records.batch import ParsedBatch, json_elements, mark_duplicates
+from core.records.repository import apply_records
+from core.records.rules import CREATED, FAILED, SINGULAR, Kind, Payload, RecordOutcome, Scope
+from core.records.schemas import SYNC_WRITABLE, parse_record
+from core.records.service import apply_one, customer_view, customers_by_id, next_write_seq, record_error
 
 BATCH_KEY = "customers"
 Checked = Payload | list[FieldError]

@@ -1,7 +1,7 @@
 """The sync rules of SPEC §3, applied to a list of records against the stored state they touch.
 
 `plan_records` is pure: given the payloads and the rows they refer to, it decides every record's outcome, in
-input order, each record seeing the state the ones before it left. `core.records_repo` loads those rows, writes
+input order, each record seeing the state the ones before it left. `core.records.repository` loads those rows, writes
 the plan in a few set-based statements and retries the whole list if a concurrent writer got in between.
 """
 
@@ -14,7 +14,7 @@ from typing import Any, Literal
 import orjson
 
 from core.errors import FieldError, bounded_errors
-from core.schemas import BusinessPayload, CustomerPayload
+from core.records.schemas import BusinessPayload, CustomerPayload
 
 Kind = Literal["businesses", "customers"]
 # The name of one record of a kind, for messages.

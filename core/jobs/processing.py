@@ -21,13 +21,15 @@ from sqlalchemy.orm import Session
 from core import logs
 from core.config import settings
 from core.db import get_engine, session_scope
-from core.errors import FieldError, bounded_errors
-from core.jobs import ChunkKey, _release_window, admit_jobs
+from core.errors import DomainError, FieldError, bounded_errors
+from core.jobs.admission import ChunkKey, admit_jobs, release_window
+from core.jobs.schemas import FINISHED
+from core.jobs.service import get_job
 from core.models import SyncJob
-from core.records_repo import apply_isolating
-from core.schemas import parse_record
-from core.sync import CANCELLED, FAILED, OUTCOMES, Payload, RecordOutcome, Scope
-from core.webhooks import enqueue_job_finished
+from core.records.repository import apply_isolating
+from core.records.rules import CANCELLED, FAILED, OUTCOMES, Payload, RecordOutcome, Scope
+from core.records.schemas import parse_record
+from core.webhooks.service import enqueue_job_finished
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +166,7 @@ def _finish(
         enqueue_job_finished(session, job_id=job.id)
         done.to_publish = admit_jobs(session, job.partner_id)
     elif not row.cancel:
-        done.to_publish = _release_window(session, job.id, 1)
+        done.to_publish = release_window(session, job.id, 1)
     return done
 
 
@@ -243,3 +245,31 @@ def process_chunk(job_id: str, chunk_no: int) -> ChunkDone | None:
                 return done
     finally:
         logs.job_id.reset(token)
+
+
+def cancel_job(session: Session, *, partner_id: str, job_id: str) -> tuple[SyncJob, list[ChunkKey]]:
+    """Cancel a job: every chunk no worker holds ends `cancelled` now; chunks being processed finish.
+
+    Also returns the chunks to publish once the transaction commits: a job that ends here frees its partner's
+    slot, and the next waiting job is admitted at once.
+    """
+    job = get_job(session, partner_id=partner_id, job_id=job_id, for_update=True)
+    if job.status in FINISHED:
+        raise DomainError("job_finished", f"The job is already {job.status}; there is nothing to cancel.", 409)
+    session.execute(
+        text(
+            "UPDATE sync_jobs SET cancel_requested_at = coalesce(cancel_requested_at, clock_timestamp()) WHERE id = :j"
+        ),
+        {"j": job.id},
+    )
+    open_chunks = session.execute(
+        text("SELECT chunk_no FROM job_chunks WHERE job_id = :j AND state <> 'done' ORDER BY chunk_no"),
+        {"j": job.id},
+    ).scalars()
+    to_publish: list[ChunkKey] = []
+    for chunk_no in list(open_chunks):
+        done = settle_chunk(session, job_id=job.id, chunk_no=chunk_no, reason="cancelled")
+        if done is not None:
+            to_publish += done.to_publish
+    session.expire(job)
+    return get_job(session, partner_id=partner_id, job_id=job_id), to_publish

@@ -1,8 +1,8 @@
 """The sync rules of SPEC §3.
 
-A hypothesis state machine drives random sequences of single syncs (through `core.resources.sync_one`, on the
+A hypothesis state machine drives random sequences of single syncs (through `core.records.service.sync_one`, on the
 real database) and checks each answer and the stored state against a small model of the rules written from the
-spec. Unit tests of `core.sync.plan_records` pin the in-list ordering of key moves, and one test writes such a
+spec. Unit tests of `core.records.rules.plan_records` pin the in-list ordering of key moves, and one test writes such a
 chain of moves through the real SQL.
 """
 
@@ -19,11 +19,11 @@ from sqlalchemy import text
 
 from core.db import new_session, session_scope
 from core.errors import DomainError, FieldError
-from core.partners import create_partner
-from core.records_repo import apply_records
-from core.resources import customer_view, get_customer, next_write_seq, sync_one
-from core.schemas import BusinessPayload, parse_record
-from core.sync import Payload, Scope, plan_records
+from core.partners.service import create_partner
+from core.records.repository import apply_records
+from core.records.rules import Payload, Scope, plan_records
+from core.records.schemas import BusinessPayload, parse_record
+from core.records.service import customer_view, get_customer, next_write_seq, sync_one
 
 OMIT = "<omitted>"
 # External ids are compared exactly, email addresses case-insensitively: each pool has one value in two spellings.

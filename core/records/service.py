@@ -12,9 +12,9 @@ from sqlalchemy.orm import Session
 
 from core.errors import RECORD_ERROR_STATUS, TOO_MANY_ERRORS, DomainError, FieldError, bounded_errors, not_found
 from core.models import Business, Customer
-from core.records_repo import apply_records, driver_connection
-from core.schemas import parse_record
-from core.sync import FAILED, Payload, RecordOutcome, Scope
+from core.records.repository import apply_records, driver_connection
+from core.records.rules import FAILED, Payload, RecordOutcome, Scope
+from core.records.schemas import parse_record
 
 T = TypeVar("T", Business, Customer)
 
@@ -168,7 +168,7 @@ def apply_one(
 ) -> tuple[RecordOutcome, dict[str, Any]]:
     """Apply one validated record as an accepted write of its own; return its outcome and the stored record.
 
-    A failed record raises its problem. `create_only`: see `core.sync.plan_records`.
+    A failed record raises its problem. `create_only`: see `core.records.rules.plan_records`.
     """
     seq = next_write_seq(session)
     outcome = apply_records(session, scope=scope, seq=seq, records=[(0, payload)], create_only=create_only)[0]

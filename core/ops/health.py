@@ -5,9 +5,9 @@ from __future__ import annotations
 import redis
 from sqlalchemy import text
 
-from core.broker_url import broker_url
 from core.db import probe_engine
 from core.migrate import current_revision, head_revision
+from core.ops.broker import broker_url
 
 
 def check_database() -> str | None:

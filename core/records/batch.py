@@ -19,7 +19,7 @@ from core import json_input
 from core.config import settings
 from core.errors import DomainError, FieldError
 from core.json_input import DepthGuard, JsonSyntaxError
-from core.schemas import parse_record
+from core.records.schemas import parse_record
 
 _DUPLICATE_KEYS = {
     "businesses": ("id", "external_id"),

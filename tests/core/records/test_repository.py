@@ -9,9 +9,9 @@ from typing import Any
 import orjson
 from sqlalchemy.orm import Session
 
-from core.records_repo import _LOAD, _key_arrays, driver_connection, load_rows
-from core.schemas import parse_record
-from core.sync import Scope
+from core.records.repository import _LOAD, _key_arrays, driver_connection, load_rows
+from core.records.rules import Scope
+from core.records.schemas import parse_record
 from tests.conftest import make_partner
 
 

@@ -11,8 +11,8 @@ from sqlalchemy.orm import Session
 
 from core.db import session_scope
 from core.models import Business, Customer, SyncJob
-from core.resources import business_view, customer_view
-from core.sync import OUTCOMES
+from core.records.rules import OUTCOMES
+from core.records.service import business_view, customer_view
 
 
 def iter_results(

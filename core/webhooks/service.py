@@ -27,9 +27,9 @@ from sqlalchemy.orm import Session
 from core import ids
 from core.config import settings
 from core.errors import DomainError, FieldError
-from core.jobs import job_view
+from core.jobs.schemas import job_view
 from core.models import Partner, SyncJob, WebhookDelivery
-from core.resources import rfc3339
+from core.records.service import rfc3339
 
 SIGNATURE_HEADER = "Pocketflows-Signature"
 SECRET_PREFIX = "whsec_"

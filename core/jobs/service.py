@@ -1,9 +1,7 @@
-"""The job lifecycle: acceptance, admission, cancel, the sweeper's lease repair, retention.
+"""The job lifecycle: acceptance, reads, the sweeper's lease repair, retention.
 
-A job's records live in `job_chunks` rows; a chunk is the unit a worker claims. Only a window of each job's chunks
-is released to the broker at a time (PFSYNC_JOB_PARALLELISM), and only a few jobs per partner are admitted at once
-(PFSYNC_MAX_ACTIVE_JOBS_PER_PARTNER), so a large job cannot starve the others. Released chunks carry a lease:
-whatever the broker loses, the sweeper publishes again once the lease runs out.
+A job's records live in `job_chunks` rows; a chunk is the unit a worker claims (core.jobs.processing), released to
+the broker a window at a time (core.jobs.admission).
 """
 
 from __future__ import annotations
@@ -20,84 +18,20 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from core import ids
-from core.batch import Chunk, ParsedBatch, RecordsAt, check_count, duplicate_errors
 from core.config import settings
-from core.errors import DomainError, FieldError, not_found
+from core.errors import FieldError, not_found
+from core.jobs.admission import ChunkKey, admit_jobs, release_window
+from core.jobs.schemas import COUNTERS
 from core.models import Partner, SyncJob
-from core.records_repo import driver_connection
-from core.resources import next_write_seq, rfc3339
-
-ChunkKey = tuple[str, int]
-COUNTERS = ("created", "replaced", "unchanged", "superseded", "failed", "cancelled")
-FINISHED = ("completed", "cancelled", "failed")
+from core.records.batch import Chunk, ParsedBatch, RecordsAt, check_count, duplicate_errors
+from core.records.repository import driver_connection
+from core.records.service import next_write_seq
 
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
     job: SyncJob
     to_publish: list[ChunkKey]
-
-
-def job_view(job: SyncJob) -> dict[str, Any]:
-    """A job as the API shows it."""
-    return {
-        "id": job.id,
-        "object": "sync_job",
-        "type": job.type,
-        "business_id": job.business_id,
-        "status": job.status,
-        "counts": {
-            "total": job.total,
-            "processed": job.processed,
-            **{name: getattr(job, name) for name in COUNTERS},
-        },
-        "created_at": rfc3339(job.created_at),
-        "started_at": rfc3339(job.started_at) if job.started_at else None,
-        "finished_at": rfc3339(job.finished_at) if job.finished_at else None,
-        "cancel_requested_at": rfc3339(job.cancel_requested_at) if job.cancel_requested_at else None,
-        "links": {"self": f"/jobs/{job.id}", "results": f"/jobs/{job.id}/results"},
-    }
-
-
-def _lock_partner(session: Session, partner_id: str) -> None:
-    session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:p, 11))"), {"p": partner_id})
-
-
-def _release_window(session: Session, job_id: str, count: int) -> list[ChunkKey]:
-    """Release up to `count` more pending chunks of a job to the broker, with a fresh lease."""
-    rows = session.execute(
-        text(
-            "UPDATE job_chunks SET state = 'queued', lease_until = now() + make_interval(secs => :lease) "
-            "WHERE (job_id, chunk_no) IN (SELECT job_id, chunk_no FROM job_chunks "
-            "  WHERE job_id = :job AND state = 'pending' ORDER BY chunk_no LIMIT :n FOR UPDATE SKIP LOCKED) "
-            "RETURNING job_id, chunk_no"
-        ),
-        {"job": job_id, "n": count, "lease": settings.lease_seconds},
-    ).all()
-    return [(r.job_id, r.chunk_no) for r in rows]
-
-
-def admit_jobs(session: Session, partner_id: str) -> list[ChunkKey]:
-    """Admit the partner's oldest waiting jobs while it has fewer than the cap running; release their windows."""
-    _lock_partner(session, partner_id)
-    active = session.execute(
-        text("SELECT count(*) FROM sync_jobs WHERE partner_id = :p AND finished_at IS NULL AND admitted"),
-        {"p": partner_id},
-    ).scalar_one()
-    room = settings.max_active_jobs_per_partner - active
-    if room <= 0:
-        return []
-    waiting = session.execute(
-        text(
-            "UPDATE sync_jobs SET admitted = true WHERE id IN (SELECT id FROM sync_jobs "
-            "  WHERE partner_id = :p AND finished_at IS NULL AND NOT admitted ORDER BY id LIMIT :n) RETURNING id"
-        ),
-        {"p": partner_id, "n": room},
-    ).scalars()
-    released: list[ChunkKey] = []
-    for job_id in sorted(waiting):
-        released += _release_window(session, job_id, settings.job_parallelism)
-    return released
 
 
 def accept_batch(
@@ -240,36 +174,6 @@ def list_jobs(
     return rows[:limit], len(rows) > limit
 
 
-def cancel_job(session: Session, *, partner_id: str, job_id: str) -> tuple[SyncJob, list[ChunkKey]]:
-    """Cancel a job: every chunk no worker holds ends `cancelled` now; chunks being processed finish.
-
-    Also returns the chunks to publish once the transaction commits: a job that ends here frees its partner's
-    slot, and the next waiting job is admitted at once.
-    """
-    from core.chunks import settle_chunk
-
-    job = get_job(session, partner_id=partner_id, job_id=job_id, for_update=True)
-    if job.status in FINISHED:
-        raise DomainError("job_finished", f"The job is already {job.status}; there is nothing to cancel.", 409)
-    session.execute(
-        text(
-            "UPDATE sync_jobs SET cancel_requested_at = coalesce(cancel_requested_at, clock_timestamp()) WHERE id = :j"
-        ),
-        {"j": job.id},
-    )
-    open_chunks = session.execute(
-        text("SELECT chunk_no FROM job_chunks WHERE job_id = :j AND state <> 'done' ORDER BY chunk_no"),
-        {"j": job.id},
-    ).scalars()
-    to_publish: list[ChunkKey] = []
-    for chunk_no in list(open_chunks):
-        done = settle_chunk(session, job_id=job.id, chunk_no=chunk_no, reason="cancelled")
-        if done is not None:
-            to_publish += done.to_publish
-    session.expire(job)
-    return get_job(session, partner_id=partner_id, job_id=job_id), to_publish
-
-
 def sweep(session: Session) -> list[ChunkKey]:
     """Chunks whose lease ran out (their message lost, or their worker gone): lease them again to republish.
 
@@ -299,7 +203,7 @@ def sweep(session: Session) -> list[ChunkKey]:
         )
     ).scalars()
     for job_id in list(stalled):
-        keys += _release_window(session, job_id, settings.job_parallelism)
+        keys += release_window(session, job_id, settings.job_parallelism)
     return keys
 
 

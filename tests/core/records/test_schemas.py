@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from core.errors import FieldError, bounded_errors
-from core.schemas import BusinessPayload, CustomerPayload, parse_record
+from core.records.schemas import BusinessPayload, CustomerPayload, parse_record
 
 
 def business(metadata: Any, **fields: Any) -> BusinessPayload | CustomerPayload | list[FieldError]:

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from core import ids
 from core.errors import FieldError
-from core.sync import Payload, Plan, RecordOutcome, Row, Scope, plan_records
+from core.records.rules import Payload, Plan, RecordOutcome, Row, Scope, plan_records
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +233,7 @@ def apply_records(
 ) -> list[RecordOutcome]:
     """Apply records by the sync rules inside the session's transaction; return each record's outcome.
 
-    `create_only`: see `core.sync.plan_records`.
+    `create_only`: see `core.records.rules.plan_records`.
     """
     prefix = "biz" if scope.kind == "businesses" else "cus"
     for attempt in range(1, MAX_ATTEMPTS + 1):

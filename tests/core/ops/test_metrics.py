@@ -10,8 +10,9 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from core.config import settings
-from core.jobs import accept_batch, cancel_job, purge_expired_jobs
-from core.metrics import JobMetricsCollector, read_broker
+from core.jobs.processing import cancel_job
+from core.jobs.service import accept_batch, purge_expired_jobs
+from core.ops.metrics import JobMetricsCollector, read_broker
 from tests.conftest import REDIS_URL, PartnerKey
 
 

@@ -14,7 +14,7 @@ import secrets
 import redis.asyncio
 import redis.exceptions
 
-from core.broker_url import broker_url
+from core.ops.broker import broker_url
 
 log = logging.getLogger(__name__)
 
