@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 import anyio
@@ -14,38 +14,11 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from core import logs
-from core.db import new_session, session_scope
+from core.db import commit, new_session, roll_back, session_scope
 from core.errors import DomainError
 from core.partners.service import authenticate, cached_partner
 
 log = logging.getLogger(__name__)
-
-
-def after_commit(session: Session, callback: Callable[[], None]) -> None:
-    """Run `callback` once the request's transaction has committed (e.g. to publish to the broker)."""
-    session.info.setdefault("after_commit", []).append(callback)
-
-
-def _commit(session: Session) -> None:
-    try:
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
-    for callback in session.info.pop("after_commit", []):
-        try:
-            callback()
-        except Exception:
-            log.exception("after-commit callback failed")
-
-
-def _roll_back(session: Session) -> None:
-    try:
-        session.rollback()
-    finally:
-        session.close()
 
 
 async def get_session() -> AsyncIterator[Session]:
@@ -60,11 +33,11 @@ async def get_session() -> AsyncIterator[Session]:
         yield session
     except BaseException:
         with anyio.CancelScope(shield=True):
-            await run_in_threadpool(_roll_back, session)
+            await run_in_threadpool(roll_back, session)
         raise
     if session.in_transaction() or session.info.get("after_commit"):
         with anyio.CancelScope(shield=True):
-            await run_in_threadpool(_commit, session)
+            await run_in_threadpool(commit, session)
     else:
         session.close()
 

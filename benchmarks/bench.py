@@ -45,11 +45,13 @@ import psycopg
 import redis
 from sqlalchemy.engine import make_url
 
+from core.records.schemas import WRITABLE
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1/postgres"
 DEFAULT_REDIS = ("127.0.0.1", 6379)
-CUSTOMER_COLUMNS = ("external_id", "email_address", "phone_number", "full_name", "metadata")
+CUSTOMER_COLUMNS = WRITABLE["customers"]
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -15,9 +15,16 @@ from rich.table import Table
 from cli.client import get_json, open_client
 from cli.output import console, on_a_tty, print_table
 from cli.progress import Job, counts_table, duration, follow_jobs, is_finished, job_duration, parse_time
+from core.jobs.status import JobStatus
 
 WIDE_TERMINAL = 140
-STATUS_STYLES = {"queued": "dim", "running": "cyan", "completed": "green", "cancelled": "yellow", "failed": "red"}
+STATUS_STYLES: dict[str, str] = {
+    JobStatus.QUEUED: "dim",
+    JobStatus.RUNNING: "cyan",
+    JobStatus.COMPLETED: "green",
+    JobStatus.CANCELLED: "yellow",
+    JobStatus.FAILED: "red",
+}
 
 
 def styled_status(status: str) -> str:

@@ -12,6 +12,7 @@ from sqlalchemy.exc import OperationalError
 from cli.output import CommandError, err_console
 from cli.partners import partner_name
 from core.config import NotConfigured, normalise_database_url, settings
+from core.jobs.status import JobStatus
 
 Command = Callable[[argparse.Namespace], int]
 PUSH_FORMATS = ("json", "ndjson", "csv")
@@ -223,9 +224,7 @@ def _add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
         "counts. --watch shows live progress until the job (or every unfinished listed job) finishes.",
     )
     jobs.add_argument("job_id", nargs="?", metavar="JOB_ID", help="the job to show")
-    jobs.add_argument(
-        "--status", choices=("queued", "running", "completed", "cancelled", "failed"), help="only jobs in this status"
-    )
+    jobs.add_argument("--status", choices=[status.value for status in JobStatus], help="only jobs in this status")
     jobs.add_argument("--type", choices=("businesses", "customers"), help="only jobs of this type")
     jobs.add_argument(
         "--limit", type=list_limit, default=20, metavar="N", help="jobs to list, 1-1000 (default: %(default)s)"

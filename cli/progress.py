@@ -33,8 +33,8 @@ from rich.table import Table
 
 from cli.client import get_json
 from cli.output import ServiceError, is_live
+from core.jobs.status import FINISHED
 
-FINISHED = ("completed", "cancelled", "failed")
 SUCCEEDED = ("created", "replaced", "unchanged", "superseded")
 OUTCOMES = (*SUCCEEDED, "failed", "cancelled")
 POLL_SECONDS = 0.5

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import orjson
@@ -14,6 +15,7 @@ from sqlalchemy.pool import NullPool
 
 from core.config import NotConfigured, settings
 
+log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _engine: Engine | None = None
 _engine_pid: int | None = None
@@ -85,20 +87,49 @@ def dispose_engine() -> None:
         _engine_pid = None
 
 
-@contextmanager
-def session_scope() -> Iterator[Session]:
-    """A session whose transaction commits when the block ends, or rolls back on an exception."""
-    get_engine()
-    assert _sessionmaker is not None
-    session = _sessionmaker()
+def after_commit(session: Session, callback: Callable[[], object]) -> None:
+    """Run `callback` once the session's transaction has committed (to publish to the broker: never before the
+    work it announces is durable). The one way to act after a commit, at every edge."""
+    session.info.setdefault("after_commit", []).append(callback)
+
+
+def commit(session: Session) -> None:
+    """Commit and close the session (rolled back if the commit fails), then run its after-commit callbacks; a
+    failing callback is logged (what it announces is durable, and the sweeper announces it again)."""
     try:
-        yield session
         session.commit()
     except BaseException:
         session.rollback()
         raise
     finally:
         session.close()
+    for callback in session.info.pop("after_commit", []):
+        try:
+            callback()
+        except Exception:
+            log.exception("after-commit callback failed")
+
+
+def roll_back(session: Session) -> None:
+    """Roll back and close the session; its after-commit callbacks are dropped."""
+    session.info.pop("after_commit", None)
+    try:
+        session.rollback()
+    finally:
+        session.close()
+
+
+@contextmanager
+def session_scope() -> Iterator[Session]:
+    """A session for a unit of work at an edge (a task, a script): committed when the block ends, then its
+    after-commit callbacks run; rolled back on an exception."""
+    session = new_session()
+    try:
+        yield session
+    except BaseException:
+        roll_back(session)
+        raise
+    commit(session)
 
 
 def new_session() -> Session:

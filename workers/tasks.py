@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 
-from core.jobs.processing import process_chunk as process_chunk_in_db
+from core import logs
+from core.db import after_commit, session_scope
+from core.jobs.processing import count_attempt
+from core.jobs.processing import process_chunk as apply_chunk
 from workers.app import celery_app
 from workers.publish import PROCESS_CHUNK, publish_chunks
 
@@ -15,15 +18,23 @@ log = logging.getLogger(__name__)
 def process_chunk(job_id: str, chunk_no: int) -> None:
     """Apply one chunk of a job, then publish the job's next chunk (or the next admitted jobs' first ones).
 
-    Errors are logged, not retried here: the chunk's lease runs out and the sweeper publishes it again, while
-    the attempt count in PostgreSQL stops a chunk that always fails.
+    The task owns the transactions: the attempt is counted and committed first, on its own, then the chunk is
+    applied in one transaction that holds the chunk's lock; what follows is published once that commits. Errors
+    are logged, not retried here: the chunk's lease runs out and the sweeper publishes it again, while the
+    attempt count in PostgreSQL stops a chunk that always fails.
     """
+
+    def claim() -> int | None:
+        with session_scope() as session:
+            return count_attempt(session, job_id=job_id, chunk_no=chunk_no)
+
     try:
-        done = process_chunk_in_db(job_id, chunk_no)
+        with logs.bound(job_id=job_id), session_scope() as session:
+            done = apply_chunk(session, job_id=job_id, chunk_no=chunk_no, claim=claim)
+            if done is not None:
+                after_commit(session, lambda: publish_chunks(done.to_publish))
     except Exception:
         log.exception("chunk %s/%d failed; it will be retried when its lease runs out", job_id, chunk_no)
         return
-    if done is not None:
-        publish_chunks(done.to_publish)
-        if done.finished_job is not None:
-            log.info("job finished", extra={"job_id": done.finished_job})
+    if done is not None and done.finished_job is not None:
+        log.info("job finished", extra={"job_id": done.finished_job})

@@ -20,9 +20,8 @@ from api.openapi import BUSINESS, BUSINESS_SYNC, CUSTOMER, CUSTOMER_SYNC, JOB, b
 from api.responses import json_response
 from core import logs
 from core.config import settings
-from core.db import session_scope
+from core.db import after_commit, session_scope
 from core.errors import DomainError
-from core.jobs.admission import ChunkKey
 from core.jobs.results import compat_body
 from core.jobs.schemas import FINISHED, job_view
 from core.jobs.service import accept_batch, get_job
@@ -81,10 +80,7 @@ async def _accept(
     """Take an upload slot, read the whole body, then store the job in one transaction and publish it."""
     fmt = batch_format(request)
     async with batch_upload(request, partner_id) as body:
-        response, to_publish = await run_in_threadpool(
-            _store, request, partner_id, kind, business_id, callback_url, fmt, body
-        )
-    await run_in_threadpool(publish_chunks, to_publish)
+        response = await run_in_threadpool(_store, request, partner_id, kind, business_id, callback_url, fmt, body)
     wait = _wait_seconds(request)
     if wait and response.status_code == 202 and not response.headers.get("Idempotent-Replayed"):
         job_id = response.headers["Location"].rsplit("/", 1)[1]
@@ -107,9 +103,9 @@ def _store(
     callback_url: str | None,
     fmt: str,
     body: SpooledBody,
-) -> tuple[Response, list[ChunkKey]]:
-    """Store the job and every record; committed before the 202 is returned (a crash after it loses nothing)."""
-    to_publish: list[ChunkKey] = []
+) -> Response:
+    """Store the job and every record; committed before the 202 is returned (a crash after it loses nothing), its
+    first chunks published once it is."""
     with session_scope() as session:
         if business_id is not None:
             require_business(session, partner_id=partner_id, business_id=business_id)
@@ -129,7 +125,7 @@ def _store(
                     request_id=logs.request_id.get(),
                     webhook_url=webhook_url,
                 )
-            to_publish.extend(accepted.to_publish)
+            after_commit(session, lambda: publish_chunks(accepted.to_publish))
             job = accepted.job
             log.info("job accepted", extra={"job_id": job.id, "records": job.total, "chunks": job.chunk_count})
             retry_after = max(1, min(60, job.total // 20_000))
@@ -137,8 +133,7 @@ def _store(
                 job_view(job), 202, headers={"Location": f"/jobs/{job.id}", "Retry-After": str(retry_after)}
             )
 
-        response = idempotent(request, session, partner_id, body, handle)
-    return response, to_publish
+        return idempotent(request, session, partner_id, body, handle)
 
 
 async def _wait_for(partner_id: str, job_id: str, seconds: int) -> Response | None:

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
-from api.deps import DbSession, PartnerId, after_commit
+from api.deps import DbSession, PartnerId
 from api.idempotency import idempotent
 from api.openapi import JOB, RESULT, list_of, ok
 from api.responses import json_response
+from core.db import after_commit, commit, session_scope
 from core.jobs import processing, results
 from core.jobs import service as jobs
 from core.jobs.schemas import job_view
@@ -27,7 +29,7 @@ Limit = Annotated[int, Query(ge=1, le=1000)]
 @router.get("/jobs/{job_id}", summary="A job's status and counts", responses={200: ok(JOB)})
 def get_job(session: DbSession, partner_id: PartnerId, job_id: str) -> Response:
     view = job_view(jobs.get_job(session, partner_id=partner_id, job_id=job_id))
-    session.commit()  # ends the read here, in the route's thread, not after another thread switch
+    commit(session)  # ends the read here, in the route's thread, not after another thread switch
     return json_response(view)
 
 
@@ -75,7 +77,7 @@ def job_results(
     job = jobs.get_job(session, partner_id=partner_id, job_id=job_id)
     after = -1 if starting_after is None else starting_after
     if "application/x-ndjson" in request.headers.get("accept", ""):
-        lines = results.stream_results_ndjson(job.id, outcome=outcome, after=after)
+        lines = _ndjson_results(job.id, outcome=outcome, after=after)
         # The first lines are read before the answer starts, so a database that fails right now is a 503 problem,
         # not a 200 cut short.
         first = next(lines, b"")
@@ -89,6 +91,12 @@ def job_results(
             "next_cursor": str(page[-1]["index"]) if has_more else None,
         }
     )
+
+
+def _ndjson_results(job_id: str, *, outcome: str | None, after: int) -> Iterator[bytes]:
+    # The stream's own session: it outlives the route's, until the last line is sent.
+    with session_scope() as session:
+        yield from results.results_ndjson(session, job_id, outcome=outcome, after=after)
 
 
 @router.post(

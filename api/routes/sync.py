@@ -10,6 +10,7 @@ from api.deps import DbSession, PartnerId
 from api.idempotency import idempotent
 from api.openapi import BUSINESS, BUSINESS_SYNC, CUSTOMER, CUSTOMER_SYNC, ok, request_body
 from api.responses import json_response
+from core.db import commit
 from core.records.rules import Scope
 from core.records.service import require_business, sync_one
 
@@ -29,7 +30,7 @@ def _sync_response(request: Request, session: DbSession, partner_id: str, body: 
 
     response = idempotent(request, session, partner_id, body, handle)
     # Committed here, in the route's thread, rather than by the session dependency after another thread switch.
-    session.commit()
+    commit(session)
     return response
 
 

@@ -12,6 +12,7 @@ import logging
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import orjson
@@ -20,7 +21,6 @@ from sqlalchemy.orm import Session
 
 from core import logs
 from core.config import settings
-from core.db import get_engine, session_scope
 from core.errors import DomainError, FieldError, bounded_errors
 from core.jobs.admission import ChunkKey, admit_jobs, release_window
 from core.jobs.schemas import FINISHED
@@ -62,26 +62,28 @@ def _try_lock(session: Session, job_id: str, chunk_no: int) -> bool:
     )
 
 
-def _claim(job_id: str, chunk_no: int) -> int | None:
-    """Count an attempt and extend the lease, committed at once; None if the chunk is already done."""
-    with get_engine().begin() as conn:
-        attempts = conn.execute(
+def count_attempt(session: Session, *, job_id: str, chunk_no: int) -> int | None:
+    """Count an attempt at a chunk and extend its lease; None if the chunk is no longer queued (done already).
+
+    The caller commits it at once, in a transaction of its own: a worker killed mid-chunk leaves the count behind.
+    """
+    attempts: int | None = session.execute(
+        text(
+            "UPDATE job_chunks SET attempts = attempts + 1, "
+            "lease_until = now() + make_interval(secs => :lease) "
+            "WHERE job_id = :j AND chunk_no = :c AND state = 'queued' RETURNING attempts"
+        ),
+        {"j": job_id, "c": chunk_no, "lease": settings.lease_seconds},
+    ).scalar_one_or_none()
+    if attempts is not None:
+        session.execute(
+            # clock_timestamp(), not now(): the time of the claim, not of a transaction begun earlier.
             text(
-                "UPDATE job_chunks SET attempts = attempts + 1, "
-                "lease_until = now() + make_interval(secs => :lease) "
-                "WHERE job_id = :j AND chunk_no = :c AND state = 'queued' RETURNING attempts"
+                "UPDATE sync_jobs SET status = 'running', started_at = greatest(clock_timestamp(), created_at) "
+                "WHERE id = :j AND status = 'queued'"
             ),
-            {"j": job_id, "c": chunk_no, "lease": settings.lease_seconds},
-        ).scalar_one_or_none()
-        if attempts is not None:
-            conn.execute(
-                # clock_timestamp(), not now(): the time of the claim, not of a transaction begun earlier.
-                text(
-                    "UPDATE sync_jobs SET status = 'running', started_at = greatest(clock_timestamp(), created_at) "
-                    "WHERE id = :j AND status = 'queued'"
-                ),
-                {"j": job_id},
-            )
+            {"j": job_id},
+        )
     return attempts
 
 
@@ -203,48 +205,45 @@ def settle_chunk(session: Session, *, job_id: str, chunk_no: int, reason: str) -
     return _finish(session, job, chunk_no, outcomes, abandoned=reason == "abandoned")
 
 
-def process_chunk(job_id: str, chunk_no: int) -> ChunkDone | None:
-    """Claim and apply one chunk. None when there was nothing to do (done already, or held by a live worker)."""
-    token = logs.job_id.set(job_id)
+def process_chunk(session: Session, *, job_id: str, chunk_no: int, claim: Callable[[], int | None]) -> ChunkDone | None:
+    """Apply one chunk in the session's transaction, which holds the chunk's lock until it ends. `claim` counts the
+    attempt in a transaction of its own (`count_attempt`). None when there was nothing to do (done already, or
+    held by a live worker)."""
     started = time.perf_counter()
-    try:
-        with session_scope() as session:
-            if not _try_lock(session, job_id, chunk_no):
-                log.info("chunk %s/%d held by another worker", job_id, chunk_no)
-                return None
-            attempts = _claim(job_id, chunk_no)
-            if attempts is None:
-                return None
-            job = session.get(SyncJob, job_id)
-            assert job is not None
-            # From here the worker's log lines also name the partner and the request that submitted the job.
-            with logs.bound(partner_id=job.partner_id, request_id=job.request_id):
-                if attempts > settings.max_chunk_attempts:
-                    log.error("chunk %s/%d abandoned after %d attempts", job_id, chunk_no, attempts - 1)
-                    return settle_chunk(session, job_id=job_id, chunk_no=chunk_no, reason="abandoned")
-                if job.cancel_requested_at is not None:
-                    return settle_chunk(session, job_id=job_id, chunk_no=chunk_no, reason="cancelled")
-                chunk = session.execute(
-                    text("SELECT first_index, payload, rejections FROM job_chunks WHERE job_id = :j AND chunk_no = :c"),
-                    {"j": job_id, "c": chunk_no},
-                ).one()
-                records, labels = _decode(job.type, chunk.first_index, bytes(chunk.payload), chunk.rejections)
-                _test_crash_hook(records)
-                scope = Scope(job.type, job.partner_id, job.business_id)  # type: ignore[arg-type]
-                outcomes = apply_isolating(session, scope=scope, seq=job.seq, records=records)
-                for outcome in outcomes:
-                    if outcome.external_id is None and outcome.index in labels:
-                        outcome.external_id = labels[outcome.index]
-                duration_ms = round((time.perf_counter() - started) * 1000)
-                done = _finish(session, job, chunk_no, outcomes, abandoned=False, duration_ms=duration_ms)
-                log.info(
-                    "chunk processed",
-                    extra={"chunk_no": chunk_no, "records": len(outcomes), "duration_ms": duration_ms}
-                    | {f"outcome_{name}": count for name, count in done.outcomes.items()},
-                )
-                return done
-    finally:
-        logs.job_id.reset(token)
+    if not _try_lock(session, job_id, chunk_no):
+        log.info("chunk %s/%d held by another worker", job_id, chunk_no)
+        return None
+    attempts = claim()
+    if attempts is None:
+        return None
+    job = session.get(SyncJob, job_id)
+    assert job is not None
+    # From here the worker's log lines also name the partner and the request that submitted the job.
+    with logs.bound(partner_id=job.partner_id, request_id=job.request_id):
+        if attempts > settings.max_chunk_attempts:
+            log.error("chunk %s/%d abandoned after %d attempts", job_id, chunk_no, attempts - 1)
+            return settle_chunk(session, job_id=job_id, chunk_no=chunk_no, reason="abandoned")
+        if job.cancel_requested_at is not None:
+            return settle_chunk(session, job_id=job_id, chunk_no=chunk_no, reason="cancelled")
+        chunk = session.execute(
+            text("SELECT first_index, payload, rejections FROM job_chunks WHERE job_id = :j AND chunk_no = :c"),
+            {"j": job_id, "c": chunk_no},
+        ).one()
+        records, labels = _decode(job.type, chunk.first_index, bytes(chunk.payload), chunk.rejections)
+        _test_crash_hook(records)
+        scope = Scope(job.type, job.partner_id, job.business_id)  # type: ignore[arg-type]
+        outcomes = apply_isolating(session, scope=scope, seq=job.seq, records=records)
+        for outcome in outcomes:
+            if outcome.external_id is None and outcome.index in labels:
+                outcome.external_id = labels[outcome.index]
+        duration_ms = round((time.perf_counter() - started) * 1000)
+        done = _finish(session, job, chunk_no, outcomes, abandoned=False, duration_ms=duration_ms)
+        log.info(
+            "chunk processed",
+            extra={"chunk_no": chunk_no, "records": len(outcomes), "duration_ms": duration_ms}
+            | {f"outcome_{name}": count for name, count in done.outcomes.items()},
+        )
+        return done
 
 
 def cancel_job(session: Session, *, partner_id: str, job_id: str) -> tuple[SyncJob, list[ChunkKey]]:

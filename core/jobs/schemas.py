@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.jobs.status import FINISHED, ChunkState, JobStatus
 from core.models import SyncJob
+from core.records.rules import OUTCOMES
 from core.records.service import rfc3339
 
-COUNTERS = ("created", "replaced", "unchanged", "superseded", "failed", "cancelled")
-FINISHED = ("completed", "cancelled", "failed")
+# A job's counter per outcome: one column of sync_jobs each.
+COUNTERS: tuple[str, ...] = OUTCOMES
+
+
+__all__ = ["COUNTERS", "FINISHED", "ChunkState", "JobStatus", "job_view"]
 
 
 def job_view(job: SyncJob) -> dict[str, Any]:

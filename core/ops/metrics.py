@@ -19,13 +19,14 @@ from sqlalchemy import text
 
 from core.config import settings
 from core.db import get_engine
+from core.jobs.status import JobStatus
 from core.ops.broker import broker_url
 from core.records.rules import OUTCOMES
 
 log = logging.getLogger(__name__)
 
 JOB_TYPES = ("businesses", "customers")
-JOB_STATUSES = ("queued", "running", "completed", "cancelled", "failed")
+JOB_STATUSES: tuple[str, ...] = tuple(status.value for status in JobStatus)
 DELIVERY_STATUSES = ("pending", "succeeded", "failed")
 # Upper bounds, in seconds, of the chunk processing time buckets (a chunk is PFSYNC_CHUNK_SIZE records).
 CHUNK_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)

@@ -20,7 +20,7 @@ from core.models import Business, Customer
 from core.records.batch import ParsedBatch, json_elements, mark_duplicates
 from core.records.repository import apply_records
 from core.records.rules import CREATED, FAILED, SINGULAR, Kind, Payload, RecordOutcome, Scope
-from core.records.schemas import SYNC_WRITABLE, parse_record
+from core.records.schemas import WRITABLE, parse_record
 from core.records.service import apply_one, customer_view, customers_by_id, next_write_seq, record_error
 
 BATCH_KEY = "customers"
@@ -47,7 +47,7 @@ def _merged_payload(kind: Kind, record: Business | Customer, body: dict[str, Any
     errors: list[FieldError] = []
     if body.get("id") not in (None, record.id):
         errors.append(FieldError("id_mismatch", f"the body names another {SINGULAR[kind]} than {record.id}", "id"))
-    stored = {prop: getattr(record, "metadata_" if prop == "metadata" else prop) for prop in SYNC_WRITABLE[kind]}
+    stored = {prop: getattr(record, "metadata_" if prop == "metadata" else prop) for prop in WRITABLE[kind]}
     # `external_id` is always in the merged object, so an omitted one keeps its stored value.
     checked = parse_record(kind, {**stored, **body, "id": record.id})
     if isinstance(checked, list):

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from core import ids
 from core.errors import FieldError
 from core.records.rules import Payload, Plan, RecordOutcome, Row, Scope, plan_records
+from core.records.schemas import WRITABLE
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +46,6 @@ def driver_connection(session: Session) -> psycopg.Connection[Any]:
     conn = session.connection().connection.driver_connection
     assert isinstance(conn, psycopg.Connection)
     return conn
-
-
-_COLUMNS = {
-    "businesses": ("external_id", "name", "metadata"),
-    "customers": ("external_id", "email_address", "phone_number", "full_name", "metadata"),
-}
 
 
 def _keys(
@@ -163,7 +158,7 @@ def _source(scope: Scope, rows: list[Row]) -> tuple[str, str]:
     no staging table to create and fill row by row (COPY cost about twice the client CPU), and one shape for a
     plan of one row (a single sync) or of a whole chunk.
     """
-    columns = _COLUMNS[scope.kind]
+    columns = WRITABLE[scope.kind]
     # `metadata` is the last column of both kinds: a JSON value; the others are text.
     fields = [f"r ->> {i}" for i in range(len(columns))] + [f"r -> {len(columns)}"]
     document = orjson.dumps([[row["id"], *(row[c] for c in columns)] for row in rows]).decode()
@@ -176,7 +171,7 @@ def _source(scope: Scope, rows: list[Row]) -> tuple[str, str]:
 def write_plan(cur: psycopg.Cursor[Any], scope: Scope, seq: int, plan: Plan) -> None:
     """Write a plan's creates, replaces and sequence bumps."""
     table = scope.kind
-    columns = _COLUMNS[table]
+    columns = WRITABLE[table]
     if plan.release_first:
         cleared = "external_id = NULL" + (", email_address = NULL" if table == "customers" else "")
         cur.execute(f"UPDATE {table} SET {cleared} WHERE id = ANY(%s)", (sorted(plan.release_first),))

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Literal
 
 import orjson
 
 from core.errors import FieldError, bounded_errors
-from core.records.schemas import BusinessPayload, CustomerPayload
+from core.records.schemas import WRITABLE, BusinessPayload, CustomerPayload
 
 Kind = Literal["businesses", "customers"]
 # The name of one record of a kind, for messages.
@@ -22,19 +23,21 @@ SINGULAR: dict[str, str] = {"businesses": "business", "customers": "customer"}
 Payload = BusinessPayload | CustomerPayload
 Row = dict[str, Any]
 
-CREATED = "created"
-REPLACED = "replaced"
-UNCHANGED = "unchanged"
-SUPERSEDED = "superseded"
-FAILED = "failed"
-CANCELLED = "cancelled"
-OUTCOMES = (CREATED, REPLACED, UNCHANGED, SUPERSEDED, FAILED, CANCELLED)
 
-# The properties a sync writes, per kind; every one not in a payload is blanked.
-PROPERTIES: dict[str, tuple[str, ...]] = {
-    "businesses": ("external_id", "name", "metadata"),
-    "customers": ("external_id", "email_address", "phone_number", "full_name", "metadata"),
-}
+class Outcome(StrEnum):
+    """What became of a record (SPEC §3 rule 6; `cancelled`: its job was cancelled before it was processed)."""
+
+    CREATED = "created"
+    REPLACED = "replaced"
+    UNCHANGED = "unchanged"
+    SUPERSEDED = "superseded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+# Plain strings at run time (orjson takes no enum as a dict key): the enum is where they are declared.
+CREATED, REPLACED, UNCHANGED, SUPERSEDED, FAILED, CANCELLED = (outcome.value for outcome in Outcome)
+OUTCOMES: tuple[str, ...] = tuple(outcome.value for outcome in Outcome)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +103,7 @@ def desired_state(kind: Kind, payload: Payload, current_external_id: str | None)
 
 
 def _same(kind: Kind, row: Row, state: Row) -> bool:
-    for prop in PROPERTIES[kind]:
+    for prop in WRITABLE[kind]:
         if prop == "metadata":
             if canonical_metadata(row["metadata"]) != canonical_metadata(state["metadata"]):
                 return False

@@ -188,11 +188,6 @@ class CustomerPayload(_SyncPayload):
     business_id: Any = None
 
 
-SYNC_WRITABLE = {
-    "businesses": ("external_id", "name", "metadata"),
-    "customers": ("external_id", "email_address", "phone_number", "full_name", "metadata"),
-}
-
 _MESSAGES = {
     "required": "this field is required",
     "unknown_field": "unknown field; see the API reference for the fields this resource has",
@@ -263,6 +258,19 @@ PAYLOAD_MODELS: dict[str, type[BusinessPayload] | type[CustomerPayload]] = {
     "businesses": BusinessPayload,
     "customers": CustomerPayload,
 }
+
+# Fields an object read from the API carries that a sync accepts and ignores (so it can be sent back as it is).
+READ_ONLY_FIELDS = frozenset({"object", "created_at", "updated_at", "unsubscribed", "business_id"})
+
+
+def _writable(model: type[BaseModel]) -> tuple[str, ...]:
+    names = [name for name in model.model_fields if name != "id" and name not in READ_ONLY_FIELDS]
+    return tuple(sorted(names, key=lambda name: name == "metadata"))  # as declared, metadata last
+
+
+# The one field table: the properties a sync writes, per kind, derived from the payload models. Every one missing
+# from a payload is blanked (SPEC §3 rule 4); the columns written, compared and shown follow it.
+WRITABLE: dict[str, tuple[str, ...]] = {kind: _writable(model) for kind, model in PAYLOAD_MODELS.items()}
 
 
 def parse_record(kind: str, raw: bytes | dict[str, Any]) -> BusinessPayload | CustomerPayload | list[FieldError]:

@@ -17,6 +17,7 @@ import random
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -34,7 +35,17 @@ from core.records.service import rfc3339
 SIGNATURE_HEADER = "Pocketflows-Signature"
 SECRET_PREFIX = "whsec_"
 MAX_URL_LENGTH = 2048
-PENDING, SUCCEEDED, FAILED = "pending", "succeeded", "failed"
+
+
+class DeliveryStatus(StrEnum):
+    """A delivery is `pending` (due, or waiting for its retry) until it `succeeded` or `failed` for good."""
+
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+PENDING, SUCCEEDED, FAILED = (status.value for status in DeliveryStatus)
 # A claimed attempt is given this long beyond the request timeout before another scheduler may try again.
 _LEASE_MARGIN_SECONDS = 30.0
 

@@ -157,6 +157,23 @@ def test_unreachable_database_is_one_line_not_a_traceback() -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    "command", [("migrate",), ("api", "--port", "1"), ("worker",), ("scheduler",), ("partner", "create", "X")]
+)
+def test_without_settings_a_production_command_starts_no_server_and_names_what_is_missing(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "PFSYNC_DATA_DIR")}
+
+    result = run_pfsync(*command, env=env, cwd=tmp_path)
+
+    assert result.returncode != 0
+    assert "DATABASE_URL" in result.stderr or "REDIS_URL" in result.stderr, result.stderr
+    assert "pfsync dev" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / ".pfsync" / "postgres").exists()  # no embedded database was made here
+
+
 def test_dev_runs_the_service_on_embedded_servers_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     # A fresh folder with DATABASE_URL and REDIS_URL unset: dev starts an embedded PostgreSQL and Redis there.
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "PFSYNC_DATA_DIR")}
