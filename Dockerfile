@@ -7,8 +7,11 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /src
+# The runtime dependencies exactly as locked (hashes checked), in a layer of their own; then the package itself.
+COPY requirements.lock .
+RUN pip install --require-hashes -r requirements.lock
 COPY . .
-RUN pip install . \
+RUN pip install --no-deps --no-build-isolation . \
     && useradd --system --uid 10001 --home-dir /app --create-home pfsync \
     && rm -rf /src
 

@@ -1,7 +1,7 @@
 # Developer shortcuts, run with the project's virtualenv (override with PYTHON=...).
 PYTHON ?= .venv/bin/python
 
-.PHONY: bench chaos abuse
+.PHONY: bench chaos abuse lock
 
 # The performance benchmark (benchmarks/bench.py).
 bench:
@@ -16,3 +16,11 @@ chaos:
 # while a second partner keeps syncing; no 5xx, and the bystander unhindered (docs/reliability.md).
 abuse:
 	$(PYTHON) -m benchmarks.abuse
+
+# The lock files, after a change to pyproject.toml's dependencies: the runtime's plus the dev tools' (run.py and CI
+# install it), then the runtime's alone (the image installs it), held to the same pins. Upgrade every pin: make lock UPGRADE=1.
+LOCK_FLAGS = --quiet --generate-hashes --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links \
+	$(if $(UPGRADE),--upgrade)
+lock:
+	$(PYTHON) -m piptools compile $(LOCK_FLAGS) --extra dev -o requirements-dev.lock pyproject.toml
+	$(PYTHON) -m piptools compile $(LOCK_FLAGS) -c requirements-dev.lock -o requirements.lock pyproject.toml

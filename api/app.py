@@ -2,23 +2,39 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import time
+import tomllib
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import anyio.to_thread
 from fastapi import FastAPI, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import openapi, problems
+from api import docs, openapi, problems
 from api.metrics import observe_request
 from api.routes import batch, jobs, legacy, ops, reads, sync, webhooks
 from core import heap, logs
 from core.config import settings
 
 log = logging.getLogger("pfsync.access")
+
+PACKAGE = "pocketflows-sync"
+PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
+
+
+def package_version() -> str:
+    """The release, from the installed package's metadata, else from pyproject.toml (a tree run uninstalled):
+    the one version number, which the OpenAPI document carries as `info.version`."""
+    try:
+        return importlib.metadata.version(PACKAGE)
+    except importlib.metadata.PackageNotFoundError:
+        with PYPROJECT.open("rb") as file:
+            return str(tomllib.load(file)["project"]["version"])
 
 
 @asynccontextmanager
@@ -35,12 +51,16 @@ def create_app() -> FastAPI:
     app = FastAPI(
         lifespan=lifespan,
         title="Pocketflows Sync",
-        version="1.0.0",
+        version=package_version(),
         description="Keep businesses and customers in sync with Pocketflows: single records synchronously, "
         "batches of up to 100 000 records as jobs.",
+        # Served by api.docs from local assets instead of FastAPI's CDN-backed pages.
+        docs_url=None,
+        redoc_url=None,
     )
     problems.install(app)
     openapi.install(app)
+    docs.install(app)
     app.include_router(sync.router)
     app.include_router(batch.router)
     app.include_router(jobs.router)

@@ -17,6 +17,31 @@ err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 # Loggers that narrate routine steps at INFO (pgserver: every pg_ctl call; alembic: plugin set-up in each process).
 QUIET_LOGGERS = ("pgserver", "alembic.runtime.plugins")
+# Alembic's migration context announces itself at INFO each time one is made ("Context impl PostgresqlImpl.",
+# "Will assume transactional DDL."): two lines on every /readyz, which reads the schema revision. Those lines are
+# dropped; the ones naming each migration run ("Running upgrade a -> b") are kept.
+MIGRATION_LOGGER = "alembic.runtime.migration"
+ROUTINE_MIGRATION_MESSAGES = ("Context impl ", "Will assume ", "Generating static SQL")
+
+
+class RoutineMigrationFilter(logging.Filter):
+    """Drops the migration context's routine INFO lines, keeps everything else."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.levelno <= logging.INFO
+            and isinstance(record.msg, str)
+            and record.msg.startswith(ROUTINE_MIGRATION_MESSAGES)
+        )
+
+
+def quiet_routine_migration_logs() -> None:
+    """Install `RoutineMigrationFilter` on alembic's migration logger (once)."""
+    logger = logging.getLogger(MIGRATION_LOGGER)
+    if not any(isinstance(f, RoutineMigrationFilter) for f in logger.filters):
+        logger.addFilter(RoutineMigrationFilter())
+
+
 # Columns a table may use when printed into a pipe or a file: enough for a row of ids on one line.
 PIPE_WIDTH = 240
 
@@ -85,3 +110,4 @@ def configure_logging() -> None:
     logs.configure(settings.log_level, settings.log_json)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    quiet_routine_migration_logs()

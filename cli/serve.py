@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from typing import Any
 
-from cli.output import QUIET_LOGGERS, configure_logging, console
+from cli.output import MIGRATION_LOGGER, QUIET_LOGGERS, configure_logging, console
 from core.config import settings
 from core.db import database_url, dispose_engine, get_engine
 from core.migrate import current_revision, upgrade
@@ -44,6 +44,7 @@ def uvicorn_log_config() -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"default": formatter},
+        "filters": {"routine_migration": {"()": "cli.output.RoutineMigrationFilter"}},
         "handlers": {
             "stderr": {"class": "logging.StreamHandler", "formatter": "default", "stream": "ext://sys.stderr"}
         },
@@ -52,6 +53,8 @@ def uvicorn_log_config() -> dict[str, Any]:
             # The application writes its own access line (pfsync.access), with the request id and partner.
             "uvicorn.access": {"level": "WARNING"},
             **{name: {"level": "WARNING"} for name in QUIET_LOGGERS},
+            # /readyz reads the schema revision through a new migration context each time (cli.output).
+            MIGRATION_LOGGER: {"filters": ["routine_migration"]},
         },
     }
 

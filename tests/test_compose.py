@@ -83,10 +83,11 @@ def test_flower_watches_the_broker(services: dict[str, dict[str, Any]]) -> None:
     assert flower["depends_on"]["redis"]["condition"] == "service_healthy"
 
 
-def test_the_image_installs_the_package_on_python_311_slim() -> None:
+def test_the_image_installs_the_locked_package_on_python_311_slim() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "FROM python:3.11-slim" in dockerfile
-    assert "pip install ." in dockerfile
+    assert "pip install --require-hashes -r requirements.lock" in dockerfile
+    assert "pip install --no-deps --no-build-isolation ." in dockerfile
 
 
 def test_env_example_lists_every_setting_with_its_default() -> None:
