@@ -1,275 +1,119 @@
 """The OpenAPI document: what FastAPI cannot infer from routes that read raw bodies and answer `Response`s.
 
-Routes declare their request bodies (`request_body`) and success answers (`ok`) with the JSON schemas below; `install`
-then completes every operation with the problem+json answers it can give (401 without credentials, 503 while the
-database is down, the body and idempotency errors of a POST, ...) and the HTTP Basic security scheme.
+Every object is a component of `api.schemas`, referenced by `$ref` (`ref("Business")`); routes declare their request
+bodies (`request_body`) and success answers (`ok`, with the headers they send) with them. `install` then completes
+every operation with the problem+json answers it can give (401 without credentials, 503 while the database is down,
+the body and idempotency errors of a POST, ...), the headers each answer carries, the `Idempotency-Key` parameter of
+every POST, and the HTTP Basic security scheme.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-Schema = dict[str, Any]
+from api.schemas import Schema, components, ref
 
 # Paths answered without credentials.
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
-
-_NO_NUL = r"^[^\x00]*$"
-_EMAIL = r"^[^@\s\x00]+@[^@\s\x00]+\.[^@\s\x00.]+$"
-_PHONE = r"^[0-9 +\-().]{3,32}$"
+NDJSON = "application/x-ndjson"
 
 
-def nullable(schema: Schema) -> Schema:
-    return {"anyOf": [schema, {"type": "null"}]}
+def _header(description: str, schema: Schema) -> Schema:
+    return {"description": description, "schema": schema}
 
 
-TIMESTAMP: Schema = {"type": "string", "format": "date-time"}
-TEXT_255: Schema = {"type": "string", "minLength": 1, "maxLength": 255, "pattern": _NO_NUL}
-METADATA: Schema = {"type": "object", "description": "Any JSON object, at most 16 KiB serialized"}
-
-FIELD_ERROR: Schema = {
-    "type": "object",
-    "required": ["code", "message", "path"],
-    "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "path": nullable({"type": "string"})},
+HEADERS: dict[str, Schema] = {
+    "Location": _header("Where to poll the job: `/jobs/{id}`", {"type": "string"}),
+    "Retry-After": _header("Seconds to wait before asking again", {"type": "integer", "minimum": 0}),
+    "Sync-Outcome": _header(
+        "What the sync did to the record",
+        {"type": "string", "enum": ["created", "replaced", "unchanged", "superseded"]},
+    ),
+    "Idempotent-Replayed": _header(
+        "`true` when this is the stored answer of an earlier request with the same `Idempotency-Key`",
+        {"type": "string", "enum": ["true"]},
+    ),
+    "Preference-Applied": _header("The `Prefer: wait=N` that was honoured", {"type": "string"}),
+    "Deprecation": _header("The operation is deprecated", {"type": "string", "enum": ["true"]}),
+    "Link": _header('The successor: `<path>; rel="successor-version"`', {"type": "string"}),
+    "WWW-Authenticate": _header("The scheme to authenticate with: `Basic`", {"type": "string"}),
+    "X-Request-Id": _header("The request's id (the one sent, or a new one), as in the logs", {"type": "string"}),
 }
-
-PROBLEM: Schema = {
-    "type": "object",
-    "description": "RFC 9457 problem details, with a stable machine `code`",
-    "required": ["type", "title", "status", "detail", "code"],
-    "properties": {
-        "type": {"type": "string"},
-        "title": {"type": "string"},
-        "status": {"type": "integer"},
-        "detail": {"type": "string"},
-        "code": {"type": "string"},
-        "errors": {"type": "array", "items": FIELD_ERROR},
+PARAMETERS: dict[str, Schema] = {
+    "Idempotency-Key": {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": False,
+        "description": "At most 255 characters, kept 24 h: the same key with the same request replays its first "
+        "answer (with `Idempotent-Replayed: true`); with another request: 422 `idempotency_key_reused`",
+        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
     },
-}
-
-BUSINESS: Schema = {
-    "type": "object",
-    "required": ["id", "object", "external_id", "name", "metadata", "created_at", "updated_at"],
-    "properties": {
-        "id": {"type": "string"},
-        "object": {"const": "business"},
-        "external_id": nullable({"type": "string"}),
-        "name": {"type": "string"},
-        "metadata": {"type": "object"},
-        "created_at": TIMESTAMP,
-        "updated_at": TIMESTAMP,
-    },
-}
-
-CUSTOMER: Schema = {
-    "type": "object",
-    "required": [
-        "id",
-        "object",
-        "business_id",
-        "external_id",
-        "email_address",
-        "phone_number",
-        "full_name",
-        "metadata",
-        "unsubscribed",
-        "created_at",
-        "updated_at",
-    ],  # fmt: skip
-    "properties": {
-        "id": {"type": "string"},
-        "object": {"const": "customer"},
-        "business_id": {"type": "string"},
-        "external_id": nullable({"type": "string"}),
-        "email_address": nullable({"type": "string"}),
-        "phone_number": nullable({"type": "string"}),
-        "full_name": nullable({"type": "string"}),
-        "metadata": {"type": "object"},
-        "unsubscribed": {"enum": [None, "future", "campaign"]},
-        "created_at": TIMESTAMP,
-        "updated_at": TIMESTAMP,
-    },
-}
-
-_COUNTS = ("total", "processed", "created", "replaced", "unchanged", "superseded", "failed", "cancelled")
-JOB: Schema = {
-    "type": "object",
-    "required": ["id", "object", "type", "business_id", "status", "counts", "created_at", "links"],
-    "properties": {
-        "id": {"type": "string"},
-        "object": {"const": "sync_job"},
-        "type": {"enum": ["businesses", "customers"]},
-        "business_id": nullable({"type": "string"}),
-        "status": {"enum": ["queued", "running", "completed", "cancelled", "failed"]},
-        "counts": {
-            "type": "object",
-            "required": list(_COUNTS),
-            "properties": {name: {"type": "integer", "minimum": 0} for name in _COUNTS},
-        },
-        "created_at": TIMESTAMP,
-        "started_at": nullable(TIMESTAMP),
-        "finished_at": nullable(TIMESTAMP),
-        "cancel_requested_at": nullable(TIMESTAMP),
-        "links": {
-            "type": "object",
-            "required": ["self", "results"],
-            "properties": {"self": {"type": "string"}, "results": {"type": "string"}},
-        },
-    },
-}
-
-RESULT: Schema = {
-    "type": "object",
-    "required": ["index", "outcome", "id", "external_id", "errors"],
-    "properties": {
-        "index": {"type": "integer", "minimum": 0},
-        "outcome": {"enum": ["created", "replaced", "unchanged", "superseded", "failed", "cancelled"]},
-        "id": nullable({"type": "string"}),
-        "external_id": nullable({"type": "string"}),
-        "errors": {"type": "array", "items": FIELD_ERROR},
+    "Prefer": {
+        "name": "Prefer",
+        "in": "header",
+        "required": False,
+        "description": "`wait=N` (N ≤ 60): wait up to N seconds for the job; finished in time, the answer is 200 "
+        "with Pocketflows' synchronous shape and `Preference-Applied`, else the plain 202",
+        "schema": {"type": "string", "examples": ["wait=10"]},
     },
 }
 
 
-def list_of(item: Schema) -> Schema:
-    """The list envelope of every paged read."""
-    return {
-        "type": "object",
-        "required": ["object", "data", "has_more", "next_cursor"],
-        "properties": {
-            "object": {"const": "list"},
-            "data": {"type": "array", "items": item},
-            "has_more": {"type": "boolean"},
-            "next_cursor": nullable({"type": "string"}),
-        },
+def header_ref(name: str, *, required: bool = False) -> Schema:
+    return {"$ref": f"#/components/headers/{name}", **({"required": True} if required else {})}
+
+
+def _headers(names: tuple[str, ...], required: tuple[str, ...] = ()) -> Schema:
+    """Response headers. A `$ref` cannot carry `required`, so a required header is declared inline."""
+    return {name: {**HEADERS[name], "required": True} if name in required else header_ref(name) for name in names}
+
+
+def ok(
+    schema: str | Schema,
+    description: str = "Success",
+    *,
+    headers: tuple[str, ...] = (),
+    required_headers: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """A JSON success answer: a component's name (or a schema), and the headers it carries."""
+    answer: dict[str, Any] = {
+        "description": description,
+        "content": {"application/json": {"schema": ref(schema) if isinstance(schema, str) else schema}},
     }
+    if headers or required_headers:
+        answer["headers"] = _headers((*required_headers, *headers), required_headers)
+    return answer
 
 
-def batch_answer(kind: str, item: Schema) -> Schema:
-    """Pocketflows' synchronous batch shape (`Prefer: wait=N`, when the job finished in time)."""
-    error = {
-        "type": "object",
-        "required": ["index", "code", "message"],
-        "properties": {
-            "index": {"type": "integer"},
-            "external_id": nullable({"type": "string"}),
-            "code": {"type": "string"},
-            "message": {"type": "string"},
-            "path": nullable({"type": "string"}),
-        },
-    }
-    return {
-        "type": "object",
-        "required": [kind, "errors", "job"],
-        "properties": {
-            kind: {"type": "array", "items": nullable(item)},
-            "errors": {"type": "array", "items": error},
-            "job": JOB,
-        },
-    }
-
-
-# Request bodies. The read-only fields of an object read from the API are accepted (and ignored).
-_READ_ONLY: Schema = {"object": {}, "created_at": {}, "updated_at": {}}
-_IDENTIFIED: list[Schema] = [
-    {"required": ["id"], "properties": {"id": {"type": "string"}}},
-    {"required": ["external_id"], "properties": {"external_id": {"type": "string"}}},
-]
-_BUSINESS_FIELDS: Schema = {
-    "id": nullable({"type": "string", "pattern": _NO_NUL, "description": "Our id (`biz_…`)"}),
-    "external_id": nullable(TEXT_255),
-    "name": TEXT_255,
-    "metadata": nullable(METADATA),
-}
-_CUSTOMER_FIELDS: Schema = {
-    "id": nullable({"type": "string", "pattern": _NO_NUL, "description": "Our id (`cus_…`)"}),
-    "external_id": nullable(TEXT_255),
-    "email_address": nullable({"type": "string", "maxLength": 254, "pattern": _EMAIL}),
-    "phone_number": nullable({"type": "string", "pattern": _PHONE}),
-    "full_name": nullable({"type": "string", "maxLength": 255, "pattern": _NO_NUL}),
-    "metadata": nullable(METADATA),
-}
-
-BUSINESS_SYNC: Schema = {
-    "type": "object",
-    "description": "Create or replace: properties left out are blanked. Found by `id`, else by `external_id`.",
-    "required": ["name"],
-    "properties": {**_BUSINESS_FIELDS, **_READ_ONLY},
-    "additionalProperties": False,
-    "anyOf": _IDENTIFIED,
-}
-CUSTOMER_SYNC: Schema = {
-    "type": "object",
-    "description": "Create or replace: properties left out are blanked. Found by `id`, else by `external_id`.",
-    "properties": {**_CUSTOMER_FIELDS, **_READ_ONLY, "unsubscribed": {}, "business_id": {}},
-    "additionalProperties": False,
-    "anyOf": _IDENTIFIED,
-}
-_LEGACY_BUSINESS_FIELDS = {k: v for k, v in _BUSINESS_FIELDS.items() if k != "id"}
-_LEGACY_CUSTOMER_FIELDS = {k: v for k, v in _CUSTOMER_FIELDS.items() if k != "id"}
-LEGACY_BUSINESS_CREATE: Schema = {
-    "type": "object",
-    "required": ["name"],
-    "properties": _LEGACY_BUSINESS_FIELDS,
-    "additionalProperties": False,
-}
-LEGACY_BUSINESS_UPDATE: Schema = {
-    "type": "object",
-    "description": "Only the fields sent change.",
-    "properties": {**_BUSINESS_FIELDS, **_READ_ONLY},
-    "additionalProperties": False,
-}
-LEGACY_CUSTOMER_CREATE: Schema = {
-    "type": "object",
-    "required": ["email_address"],
-    "properties": {**_LEGACY_CUSTOMER_FIELDS, "email_address": {"type": "string", "maxLength": 254, "pattern": _EMAIL}},
-    "additionalProperties": False,
-}
-LEGACY_CUSTOMER_UPDATE: Schema = {
-    "type": "object",
-    "description": "Only the fields sent change.",
-    "properties": {**_CUSTOMER_FIELDS, **_READ_ONLY, "unsubscribed": {}, "business_id": {}},
-    "additionalProperties": False,
-}
-
-
-def batch_of(kind: str, item: Schema, *, max_items: int | None = None) -> Schema:
-    """`{"<kind>": [...]}`; each element is judged alone, so one bad element fails only itself."""
-    items: Schema = {"type": "array", "minItems": 1, "items": item}
-    if max_items is not None:
-        items["maxItems"] = max_items
-    return {"type": "object", "required": [kind], "properties": {kind: items}}
-
-
-def request_body(schema: Schema, *, ndjson: bool = False) -> dict[str, Any]:
-    """`openapi_extra` declaring a route's JSON request body (and NDJSON, one record per line, for batches)."""
-    content: dict[str, Any] = {"application/json": {"schema": schema}}
+def request_body(name: str, *, ndjson: bool = False) -> dict[str, Any]:
+    """`openapi_extra` declaring a route's JSON request body, the component `name`; for a sync batch also NDJSON
+    (one record per line) and the `Prefer: wait=N` parameter."""
+    content: dict[str, Any] = {"application/json": {"schema": ref(name)}}
+    extra: dict[str, Any] = {"requestBody": {"required": True, "content": content}}
     if ndjson:
-        content["application/x-ndjson"] = {
-            "schema": {"type": "string", "description": "One record object per line; blank lines are skipped"}
+        content[NDJSON] = {
+            "schema": {
+                "type": "string",
+                "format": "binary",
+                "description": "One record object per line (as in the JSON envelope); blank lines are skipped. "
+                "To a generator that knows no NDJSON it is bytes: map `application/x-ndjson` to "
+                "`application/octet-stream` (openapi-python-client: `content_type_overrides`).",
+            }
         }
-    return {"requestBody": {"required": True, "content": content}}
+        extra["parameters"] = [{"$ref": "#/components/parameters/Prefer"}]
+    return extra
 
 
-def ok(schema: Schema, description: str = "Success") -> dict[str, Any]:
-    """A JSON success answer."""
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+def ndjson_answer(description: str) -> dict[str, Any]:
+    """The NDJSON media type of an answer: a byte stream, one JSON object per line."""
+    return {NDJSON: {"schema": {"type": "string", "format": "binary", "description": description}}}
 
 
-def _problem(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/problem+json": {"schema": PROBLEM}}}
-
-
-_IDEMPOTENCY_KEY = {
-    "name": "Idempotency-Key",
-    "in": "header",
-    "required": False,
-    "description": "At most 255 characters, kept 24 h: the same key with the same request replays its first answer",
-    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
-}
+_PROBLEM = {"application/problem+json": {"schema": ref("Problem")}}
 _COMMON = {
     "401": "`unauthorized`: missing or wrong credentials (with `WWW-Authenticate: Basic`)",
     "503": "`service_unavailable`: the database is unreachable; retry after `Retry-After`",
@@ -283,19 +127,38 @@ _WITH_BODY = {
     "415": "`unsupported_media_type`",
     "422": "`invalid_body`, `validation_error` or `idempotency_key_reused`",
 }
+# Headers of answers by status, whatever the operation.
+_STATUS_HEADERS = {"401": ("WWW-Authenticate",), "429": ("Retry-After",), "503": ("Retry-After",)}
+
+
+def _complete_headers(path: str, method: str, operation: dict[str, Any]) -> None:
+    for status, response in operation["responses"].items():
+        headers: dict[str, Any] = response.setdefault("headers", {})
+        names = ["X-Request-Id", *_STATUS_HEADERS.get(status, ())]
+        if method == "post":
+            if status == "409":
+                names.append("Retry-After")  # `idempotency_key_in_use`
+            if status[0] not in "45" or status in ("404", "409", "422"):
+                names.append("Idempotent-Replayed")  # answers of the first request may be replayed
+        if operation.get("deprecated") and path not in PUBLIC_PATHS:
+            names += ["Deprecation", "Link"]
+        for name in names:
+            headers.setdefault(name, header_ref(name))
 
 
 def _complete(document: dict[str, Any]) -> None:
-    """Every operation's problem answers, the security scheme, and problem+json for each error declared bare."""
-    document.setdefault("components", {}).setdefault("securitySchemes", {})["basic"] = {
-        "type": "http",
-        "scheme": "basic",
-        "description": "Username: your API key id (`key_…`); password: its secret",
+    """The components, every operation's problem answers and headers, the Idempotency-Key of every POST."""
+    found = document.setdefault("components", {})
+    found["securitySchemes"] = {
+        "basic": {
+            "type": "http",
+            "scheme": "basic",
+            "description": "Username: your API key id (`key_…`); password: its secret",
+        }
     }
-    for schemas in ("HTTPValidationError", "ValidationError"):
-        document["components"].get("schemas", {}).pop(schemas, None)
-    if not document["components"].get("schemas"):
-        document["components"].pop("schemas", None)
+    found["schemas"] = components()
+    found["headers"] = HEADERS
+    found["parameters"] = PARAMETERS
     for path, operations in document.get("paths", {}).items():
         for method, operation in operations.items():
             responses: dict[str, Any] = operation.setdefault("responses", {})
@@ -311,14 +174,33 @@ def _complete(document: dict[str, Any]) -> None:
             if method in ("post", "put", "patch"):
                 wanted |= _WITH_BODY
                 if method == "post":
-                    operation["parameters"] = [*parameters, _IDEMPOTENCY_KEY]
+                    operation["parameters"] = [*parameters, {"$ref": "#/components/parameters/Idempotency-Key"}]
             for status, description in wanted.items():
                 responses.setdefault(status, {"description": description})
             for status, response in responses.items():
                 content = response.get("content", {})
                 bare = not content or "HTTPValidationError" in str(content)
                 if status[0] in "45" and bare and path not in PUBLIC_PATHS:
-                    response["content"] = _problem(response.get("description", ""))["content"]
+                    response["content"] = _PROBLEM
+            _complete_headers(path, method, operation)
+
+
+def _name_operations(document: dict[str, Any]) -> None:
+    """Each operation's id is its handler's name (`sync_business`, not FastAPI's `sync_business_sync_businesses_post`),
+    so a generated client's functions are named after it."""
+    operations = [
+        (path, method, operation)
+        for path, methods in document.get("paths", {}).items()
+        for method, operation in methods.items()
+    ]
+    names = []
+    for path, method, operation in operations:
+        suffix = re.sub(r"\W", "_", path) + "_" + method
+        given: str = operation.get("operationId", "")
+        names.append(given[: -len(suffix)] if given.endswith(suffix) and len(given) > len(suffix) else given)
+    if len(set(names)) == len(names):
+        for (_, _, operation), name in zip(operations, names, strict=True):
+            operation["operationId"] = name
 
 
 def install(app: FastAPI) -> None:
@@ -336,6 +218,7 @@ def install(app: FastAPI) -> None:
                 servers=app.servers,
             )
             _complete(document)
+            _name_operations(document)
             app.openapi_schema = document
         return app.openapi_schema
 

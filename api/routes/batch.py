@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from api.body import JSON_TYPES, NDJSON_TYPES, SpooledBody, batch_upload, media_type
 from api.deps import PartnerId
 from api.idempotency import idempotent
-from api.openapi import BUSINESS, BUSINESS_SYNC, CUSTOMER, CUSTOMER_SYNC, JOB, batch_answer, batch_of, ok, request_body
+from api.openapi import ok, request_body
 from api.responses import json_response
 from core import logs
 from core.config import settings
@@ -46,8 +46,6 @@ def batch_format(request: Request) -> str:
 
 
 BATCH_RESPONSES: dict[int | str, dict[str, object]] = {
-    200: {"description": "With `Prefer: wait=N`, the job finished in time: Pocketflows' synchronous shape"},
-    202: {"description": "The job and every record are stored; poll `Location`"},
     400: {"description": "`malformed_body`"},
     404: {"description": "No such business"},
     408: {"description": "`body_timeout`: the body stalled"},
@@ -57,6 +55,8 @@ BATCH_RESPONSES: dict[int | str, dict[str, object]] = {
     429: {"description": "`too_many_concurrent_uploads`: retry after `Retry-After` seconds"},
     503: {"description": "`service_unavailable`: retry after `Retry-After` seconds"},
 }
+_FINISHED = "With `Prefer: wait=N`, the job finished in time: Pocketflows' synchronous shape"
+_ACCEPTED = "The job and every record are stored; poll `Location`"
 
 
 CallbackUrl = Annotated[
@@ -168,10 +168,10 @@ def _finished_answer(partner_id: str, job_id: str) -> Response | None:
     status_code=202,
     responses={
         **BATCH_RESPONSES,
-        200: ok(batch_answer("businesses", BUSINESS), BATCH_RESPONSES[200]["description"]),  # type: ignore[arg-type]
-        202: ok(JOB, BATCH_RESPONSES[202]["description"]),  # type: ignore[arg-type]
+        200: ok("BusinessBatchAnswer", _FINISHED, required_headers=("Preference-Applied",)),
+        202: ok("Job", _ACCEPTED, required_headers=("Location", "Retry-After")),
     },
-    openapi_extra=request_body(batch_of("businesses", BUSINESS_SYNC), ndjson=True),
+    openapi_extra=request_body("BusinessBatch", ndjson=True),
     summary="Sync many businesses",
 )
 async def sync_businesses_batch(request: Request, partner_id: PartnerId, callback_url: CallbackUrl = None) -> Response:
@@ -184,10 +184,10 @@ async def sync_businesses_batch(request: Request, partner_id: PartnerId, callbac
     status_code=202,
     responses={
         **BATCH_RESPONSES,
-        200: ok(batch_answer("customers", CUSTOMER), BATCH_RESPONSES[200]["description"]),  # type: ignore[arg-type]
-        202: ok(JOB, BATCH_RESPONSES[202]["description"]),  # type: ignore[arg-type]
+        200: ok("CustomerBatchAnswer", _FINISHED, required_headers=("Preference-Applied",)),
+        202: ok("Job", _ACCEPTED, required_headers=("Location", "Retry-After")),
     },
-    openapi_extra=request_body(batch_of("customers", CUSTOMER_SYNC), ndjson=True),
+    openapi_extra=request_body("CustomerBatch", ndjson=True),
     summary="Sync many customers of a business",
 )
 async def sync_customers_batch(

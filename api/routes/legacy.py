@@ -18,18 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from api.body import Body, SpooledBody, batch_upload, parse_json_object, require_json
 from api.deps import DbSession, PartnerId
 from api.idempotency import idempotent
-from api.openapi import (
-    BUSINESS,
-    CUSTOMER,
-    LEGACY_BUSINESS_CREATE,
-    LEGACY_BUSINESS_UPDATE,
-    LEGACY_CUSTOMER_CREATE,
-    LEGACY_CUSTOMER_UPDATE,
-    batch_of,
-    nullable,
-    ok,
-    request_body,
-)
+from api.openapi import ok, request_body
 from api.responses import json_response
 from core.errors import DomainError, not_found
 from core.models import Business, Customer
@@ -89,26 +78,6 @@ BATCH_RESPONSES: dict[int | str, dict[str, object]] = {
     415: {"description": "Not JSON"},
     422: {"description": "`invalid_envelope` or `empty_batch`"},
 }
-LEGACY_BATCH_ANSWER = {
-    "type": "object",
-    "required": ["customers", "errors"],
-    "properties": {
-        "customers": {"type": "array", "items": nullable(CUSTOMER)},
-        "errors": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["message", "path"],
-                "properties": {"message": {"type": "string"}, "path": {"type": "string"}},
-            },
-        },
-    },
-}
-LEGACY_BATCH_UPDATE_ANSWER = {
-    "type": "object",
-    "required": ["customers"],
-    "properties": {"customers": {"type": "array", "items": CUSTOMER}},
-}
 
 
 async def legacy_batch_body(request: Request, partner_id: PartnerId) -> AsyncIterator[SpooledBody]:
@@ -137,8 +106,8 @@ def _write(
 
 @router.post(
     "/businesses",
-    responses={**LEGACY_RESPONSES, 200: ok(BUSINESS)},
-    openapi_extra=request_body(LEGACY_BUSINESS_CREATE),
+    responses={**LEGACY_RESPONSES, 200: ok("Business")},
+    openapi_extra=request_body("LegacyBusinessCreate"),
     summary="Create a business (legacy)",
 )
 def create_business(request: Request, session: DbSession, partner_id: PartnerId, body: Body) -> Response:
@@ -154,8 +123,8 @@ def create_business(request: Request, session: DbSession, partner_id: PartnerId,
 
 @router.post(
     "/businesses/{business_id}",
-    responses={**LEGACY_RESPONSES, 200: ok(BUSINESS)},
-    openapi_extra=request_body(LEGACY_BUSINESS_UPDATE),
+    responses={**LEGACY_RESPONSES, 200: ok("Business")},
+    openapi_extra=request_body("LegacyBusinessUpdate"),
     summary="Update a business (legacy)",
 )
 def update_business(
@@ -174,8 +143,8 @@ def update_business(
 
 @router.post(
     "/businesses/{business_id}/customers",
-    responses={**LEGACY_RESPONSES, 200: ok(CUSTOMER)},
-    openapi_extra=request_body(LEGACY_CUSTOMER_CREATE),
+    responses={**LEGACY_RESPONSES, 200: ok("Customer")},
+    openapi_extra=request_body("LegacyCustomerCreate"),
     summary="Create a customer (legacy)",
 )
 def create_customer(
@@ -194,8 +163,11 @@ def create_customer(
 
 @router.post(
     "/businesses/{business_id}/customers/batch",
-    responses={**BATCH_RESPONSES, 200: ok(LEGACY_BATCH_ANSWER, "An object (or null) per index, and every error")},
-    openapi_extra=request_body(batch_of("customers", LEGACY_CUSTOMER_CREATE, max_items=1000)),
+    responses={
+        **BATCH_RESPONSES,
+        200: ok("LegacyCustomerBatchAnswer", "An object (or null) per index, and every error"),
+    },
+    openapi_extra=request_body("LegacyCustomerBatch"),
     summary="Create up to 1000 customers, each alone (legacy)",
 )
 def create_customers(
@@ -217,10 +189,10 @@ def create_customers(
     "/businesses/{business_id}/customers/batch_update",
     responses={
         **BATCH_RESPONSES,
-        200: ok(LEGACY_BATCH_UPDATE_ANSWER, "Every customer, updated"),
+        200: ok("LegacyCustomerBatchUpdateAnswer", "Every customer, updated"),
         409: {"description": "Every error is a conflict; nothing changed"},
     },
-    openapi_extra=request_body(batch_of("customers", {**LEGACY_CUSTOMER_UPDATE, "required": ["id"]}, max_items=1000)),
+    openapi_extra=request_body("LegacyCustomerBatchUpdate"),
     summary="Update up to 1000 customers, all or nothing (legacy)",
 )
 def update_customers(
@@ -242,8 +214,8 @@ def update_customers(
 
 @router.post(
     "/customers/{customer_id}",
-    responses={**LEGACY_RESPONSES, 200: ok(CUSTOMER)},
-    openapi_extra=request_body(LEGACY_CUSTOMER_UPDATE),
+    responses={**LEGACY_RESPONSES, 200: ok("Customer")},
+    openapi_extra=request_body("LegacyCustomerUpdate"),
     summary="Update a customer (legacy)",
 )
 def update_customer(

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from api.deps import DbSession, PartnerId
-from api.openapi import BUSINESS, CUSTOMER, list_of, ok
+from api.openapi import ok
 from api.responses import json_response, list_body
 from core.records import service as resources
 
@@ -24,13 +24,13 @@ EmailFilter = Annotated[
 ]
 
 
-@router.get("/businesses/{business_id}", summary="Get a business", responses={200: ok(BUSINESS)})
+@router.get("/businesses/{business_id}", summary="Get a business", responses={200: ok("Business")})
 def get_business(session: DbSession, partner_id: PartnerId, business_id: str) -> Response:
     business = resources.get_business(session, partner_id=partner_id, business_id=business_id)
     return json_response(resources.business_view(business))
 
 
-@router.get("/businesses", summary="List businesses, oldest first", responses={200: ok(list_of(BUSINESS))})
+@router.get("/businesses", summary="List businesses, oldest first", responses={200: ok("BusinessList")})
 def list_businesses(
     session: DbSession,
     partner_id: PartnerId,
@@ -47,7 +47,7 @@ def list_businesses(
 @router.get(
     "/businesses/{business_id}/customers",
     summary="List a business's customers, oldest first",
-    responses={200: ok(list_of(CUSTOMER))},
+    responses={200: ok("CustomerList")},
 )
 def list_customers(
     session: DbSession,
@@ -70,7 +70,7 @@ def list_customers(
     return json_response(list_body([resources.customer_view(c) for c in rows], has_more))
 
 
-@router.get("/customers/{customer_id}", summary="Get a customer", responses={200: ok(CUSTOMER)})
+@router.get("/customers/{customer_id}", summary="Get a customer", responses={200: ok("Customer")})
 def get_customer(session: DbSession, partner_id: PartnerId, customer_id: str) -> Response:
     customer = resources.get_customer(session, partner_id=partner_id, customer_id=customer_id)
     return json_response(resources.customer_view(customer))

@@ -8,7 +8,7 @@ from fastapi.responses import Response
 from api.body import Body, parse_json_object
 from api.deps import DbSession, PartnerId
 from api.idempotency import idempotent
-from api.openapi import BUSINESS, BUSINESS_SYNC, CUSTOMER, CUSTOMER_SYNC, ok, request_body
+from api.openapi import ok, request_body
 from api.responses import json_response
 from core.db import commit
 from core.records.rules import Scope
@@ -21,6 +21,7 @@ SYNC_RESPONSES: dict[int | str, dict[str, object]] = {
     409: {"description": "`external_id_conflict` or `email_address_taken`"},
     422: {"description": "`missing_identifier`, `unknown_field` or `validation_error`"},
 }
+_OUTCOME = ("Sync-Outcome",)
 
 
 def _sync_response(request: Request, session: DbSession, partner_id: str, body: bytes, scope: Scope) -> Response:
@@ -36,8 +37,11 @@ def _sync_response(request: Request, session: DbSession, partner_id: str, body: 
 
 @router.post(
     "/sync/businesses",
-    responses={**SYNC_RESPONSES, 200: ok(BUSINESS, "The stored business; header `Sync-Outcome` tells what happened")},
-    openapi_extra=request_body(BUSINESS_SYNC),
+    responses={
+        **SYNC_RESPONSES,
+        200: ok("Business", "The stored business; `Sync-Outcome` tells what happened", required_headers=_OUTCOME),
+    },
+    openapi_extra=request_body("BusinessSync"),
     summary="Create or replace one business",
 )
 def sync_business(request: Request, session: DbSession, partner_id: PartnerId, body: Body) -> Response:
@@ -47,8 +51,11 @@ def sync_business(request: Request, session: DbSession, partner_id: PartnerId, b
 
 @router.post(
     "/sync/businesses/{business_id}/customers",
-    responses={**SYNC_RESPONSES, 200: ok(CUSTOMER, "The stored customer; header `Sync-Outcome` tells what happened")},
-    openapi_extra=request_body(CUSTOMER_SYNC),
+    responses={
+        **SYNC_RESPONSES,
+        200: ok("Customer", "The stored customer; `Sync-Outcome` tells what happened", required_headers=_OUTCOME),
+    },
+    openapi_extra=request_body("CustomerSync"),
     summary="Create or replace one customer",
 )
 def sync_customer(

@@ -9,64 +9,12 @@ from fastapi.responses import Response
 
 from api.body import Body, parse_json_object
 from api.deps import DbSession, PartnerId
-from api.openapi import TIMESTAMP, Schema, list_of, nullable, ok, request_body
+from api.openapi import ok, request_body
 from api.responses import json_response, list_body
 from core.jobs import service as jobs
 from core.webhooks import service as webhooks
 
 router = APIRouter(tags=["webhooks"])
-
-_URL: Schema = {"type": "string", "format": "uri", "minLength": 1, "maxLength": webhooks.MAX_URL_LENGTH}
-WEBHOOK_SETTINGS: Schema = {
-    "type": "object",
-    "required": ["url"],
-    "additionalProperties": False,
-    "properties": {
-        "url": {**_URL, "description": "Where to POST job-finished events: https (a host, no credentials)"},
-        "rotate_secret": {"type": "boolean", "default": False, "description": "Replace the signing secret"},
-    },
-}
-WEBHOOK: Schema = {
-    "type": "object",
-    "required": ["object", "url"],
-    "properties": {
-        "object": {"const": "webhook"},
-        "url": {"type": "string"},
-        "secret": {"type": "string", "description": "Only when just created or rotated: `whsec_…`"},
-    },
-}
-_ATTEMPT: Schema = {
-    "type": "object",
-    "required": ["attempt", "at", "status_code", "error", "duration_ms"],
-    "properties": {
-        "attempt": {"type": "integer", "minimum": 1},
-        "at": TIMESTAMP,
-        "status_code": nullable({"type": "integer"}),
-        "error": nullable({"type": "string"}),
-        "duration_ms": {"type": "integer", "minimum": 0},
-    },
-}
-WEBHOOK_DELIVERY: Schema = {
-    "type": "object",
-    "required": ["id", "object", "job_id", "event", "url", "status", "attempts", "history", "created_at"],
-    "properties": {
-        "id": {"type": "string"},
-        "object": {"const": "webhook_delivery"},
-        "job_id": {"type": "string"},
-        "event": {"enum": ["sync_job.completed", "sync_job.cancelled", "sync_job.failed"]},
-        "url": {"type": "string"},
-        "status": {"enum": ["pending", "succeeded", "failed"]},
-        "attempts": {"type": "integer", "minimum": 0},
-        "next_attempt_at": nullable(TIMESTAMP),
-        "last_attempt_at": nullable(TIMESTAMP),
-        "last_status_code": nullable({"type": "integer"}),
-        "last_error": nullable({"type": "string"}),
-        "history": {"type": "array", "items": _ATTEMPT},
-        "created_at": TIMESTAMP,
-        "updated_at": TIMESTAMP,
-        "delivered_at": nullable(TIMESTAMP),
-    },
-}
 
 Limit = Annotated[int, Query(ge=1, le=1000, description="Page size, 1 to 1000")]
 Cursor = Annotated[str | None, Query(pattern=r"^[^\x00]*$", description="Return items after this id")]
@@ -75,7 +23,7 @@ Cursor = Annotated[str | None, Query(pattern=r"^[^\x00]*$", description="Return 
 @router.get(
     "/webhook",
     summary="The completion webhook",
-    responses={200: ok(WEBHOOK), 404: {"description": "`not_found`: no webhook is configured"}},
+    responses={200: ok("Webhook"), 404: {"description": "`not_found`: no webhook is configured"}},
 )
 def get_webhook(session: DbSession, partner_id: PartnerId) -> Response:
     """Where job-finished notifications go. The signing secret is never shown again after it was created."""
@@ -86,11 +34,11 @@ def get_webhook(session: DbSession, partner_id: PartnerId) -> Response:
     "/webhook",
     summary="Set the completion webhook",
     responses={
-        200: ok(WEBHOOK, "The URL changed (and, with `rotate_secret`, the new secret, shown this once)"),
-        201: ok(WEBHOOK, "Created; the body carries the signing secret, shown this once"),
+        200: ok("Webhook", "The URL changed (and, with `rotate_secret`, the new secret, shown this once)"),
+        201: ok("Webhook", "Created; the body carries the signing secret, shown this once"),
         422: {"description": "`invalid_url`, `unknown_field` or `validation_error`"},
     },
-    openapi_extra=request_body(WEBHOOK_SETTINGS),
+    openapi_extra=request_body("WebhookSettings"),
 )
 def put_webhook(session: DbSession, partner_id: PartnerId, body: Body) -> Response:
     """Body `{"url": "https://…", "rotate_secret": false}`. Every job that finishes is then POSTed there, signed
@@ -115,7 +63,7 @@ def delete_webhook(session: DbSession, partner_id: PartnerId) -> Response:
 @router.get(
     "/jobs/{job_id}/webhook_deliveries",
     summary="A job's webhook deliveries and their attempts",
-    responses={200: ok(list_of(WEBHOOK_DELIVERY))},
+    responses={200: ok("WebhookDeliveryList")},
 )
 def list_webhook_deliveries(
     session: DbSession, partner_id: PartnerId, job_id: str, limit: Limit = 100, starting_after: Cursor = None

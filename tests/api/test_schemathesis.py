@@ -66,4 +66,7 @@ def test_answers_are_never_5xx_and_match_the_document(
     if case.path_parameters and next(_turn) % 2:
         ids = fuzz_partner["ids"]
         case.path_parameters = {name: ids.get(name, value) for name, value in case.path_parameters.items()}
+    if case.headers and "Prefer" in case.headers:
+        # No worker runs here: a job never finishes, so `wait=N` would hold the answer the whole N seconds.
+        case.headers["Prefer"] = "wait=1"
     case.call_and_validate(headers=fuzz_partner["headers"], checks=CHECKS)
