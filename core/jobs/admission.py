@@ -7,51 +7,27 @@ chunks carry a lease: whatever the broker loses, the sweeper publishes again onc
 
 from __future__ import annotations
 
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from core.config import settings
+from core.jobs import repository
+from core.jobs.repository import ChunkKey
 
-# A chunk as the broker names it: its job and its number.
-ChunkKey = tuple[str, int]
-
-
-def _lock_partner(session: Session, partner_id: str) -> None:
-    session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:p, 11))"), {"p": partner_id})
+__all__ = ["ChunkKey", "admit_jobs", "release_window"]
 
 
 def release_window(session: Session, job_id: str, count: int) -> list[ChunkKey]:
     """Release up to `count` more pending chunks of a job to the broker, with a fresh lease."""
-    rows = session.execute(
-        text(
-            "UPDATE job_chunks SET state = 'queued', lease_until = now() + make_interval(secs => :lease) "
-            "WHERE (job_id, chunk_no) IN (SELECT job_id, chunk_no FROM job_chunks "
-            "  WHERE job_id = :job AND state = 'pending' ORDER BY chunk_no LIMIT :n FOR UPDATE SKIP LOCKED) "
-            "RETURNING job_id, chunk_no"
-        ),
-        {"job": job_id, "n": count, "lease": settings.lease_seconds},
-    ).all()
-    return [(r.job_id, r.chunk_no) for r in rows]
+    return repository.release_pending(session, job_id=job_id, count=count, lease_seconds=settings.lease_seconds)
 
 
 def admit_jobs(session: Session, partner_id: str) -> list[ChunkKey]:
     """Admit the partner's oldest waiting jobs while it has fewer than the cap running; release their windows."""
-    _lock_partner(session, partner_id)
-    active = session.execute(
-        text("SELECT count(*) FROM sync_jobs WHERE partner_id = :p AND finished_at IS NULL AND admitted"),
-        {"p": partner_id},
-    ).scalar_one()
-    room = settings.max_active_jobs_per_partner - active
+    repository.lock_partner(session, partner_id=partner_id)
+    room = settings.max_active_jobs_per_partner - repository.count_admitted(session, partner_id=partner_id)
     if room <= 0:
         return []
-    waiting = session.execute(
-        text(
-            "UPDATE sync_jobs SET admitted = true WHERE id IN (SELECT id FROM sync_jobs "
-            "  WHERE partner_id = :p AND finished_at IS NULL AND NOT admitted ORDER BY id LIMIT :n) RETURNING id"
-        ),
-        {"p": partner_id, "n": room},
-    ).scalars()
     released: list[ChunkKey] = []
-    for job_id in sorted(waiting):
+    for job_id in sorted(repository.admit_oldest_waiting(session, partner_id=partner_id, count=room)):
         released += release_window(session, job_id, settings.job_parallelism)
     return released

@@ -16,18 +16,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import orjson
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from core import logs
 from core.config import settings
 from core.errors import DomainError, FieldError, bounded_errors
+from core.jobs import repository
 from core.jobs.admission import ChunkKey, admit_jobs, release_window
 from core.jobs.schemas import FINISHED
 from core.jobs.service import get_job
 from core.models import SyncJob
 from core.records.repository import apply_isolating
-from core.records.rules import CANCELLED, FAILED, OUTCOMES, Payload, RecordOutcome, Scope
+from core.records.rules import CANCELLED, FAILED, Payload, RecordOutcome, Scope
 from core.records.schemas import parse_record
 from core.webhooks.service import enqueue_job_finished
 
@@ -53,37 +53,13 @@ class ChunkDone:
     outcomes: Counter[str] = field(default_factory=Counter)
 
 
-def _try_lock(session: Session, job_id: str, chunk_no: int) -> bool:
-    return bool(
-        session.execute(
-            text("SELECT pg_try_advisory_xact_lock(hashtextextended(:j || ':' || :c, 13))"),
-            {"j": job_id, "c": str(chunk_no)},
-        ).scalar_one()
-    )
-
-
 def count_attempt(session: Session, *, job_id: str, chunk_no: int) -> int | None:
-    """Count an attempt at a chunk and extend its lease; None if the chunk is no longer queued (done already).
-
-    The caller commits it at once, in a transaction of its own: a worker killed mid-chunk leaves the count behind.
-    """
-    attempts: int | None = session.execute(
-        text(
-            "UPDATE job_chunks SET attempts = attempts + 1, "
-            "lease_until = now() + make_interval(secs => :lease) "
-            "WHERE job_id = :j AND chunk_no = :c AND state = 'queued' RETURNING attempts"
-        ),
-        {"j": job_id, "c": chunk_no, "lease": settings.lease_seconds},
-    ).scalar_one_or_none()
+    """Count an attempt at a chunk and extend its lease (its job is running from now); None if the chunk is no
+    longer queued (done already). The caller commits it at once, in a transaction of its own: a worker killed
+    mid-chunk leaves the count behind."""
+    attempts = repository.count_attempt(session, job_id=job_id, chunk_no=chunk_no, lease_seconds=settings.lease_seconds)
     if attempts is not None:
-        session.execute(
-            # clock_timestamp(), not now(): the time of the claim, not of a transaction begun earlier.
-            text(
-                "UPDATE sync_jobs SET status = 'running', started_at = greatest(clock_timestamp(), created_at) "
-                "WHERE id = :j AND status = 'queued'"
-            ),
-            {"j": job_id},
-        )
+        repository.mark_running(session, job_id=job_id)
     return attempts
 
 
@@ -128,39 +104,15 @@ def _finish(
     duration_ms: int | None = None,
 ) -> ChunkDone:
     counts = Counter(o.outcome for o in outcomes)
-    session.execute(
-        text(
-            "UPDATE job_chunks SET state = 'done', results = :r, outcome_counts = CAST(:oc AS jsonb), "
-            "processed_at = now(), lease_until = NULL, duration_ms = :d WHERE job_id = :j AND chunk_no = :c"
-        ),
-        {
-            "r": orjson.dumps([o.as_result() for o in outcomes]),
-            "oc": orjson.dumps(counts).decode(),
-            "d": duration_ms,
-            "j": job.id,
-            "c": chunk_no,
-        },
+    repository.finish_chunk(
+        session,
+        job_id=job.id,
+        chunk_no=chunk_no,
+        results=[o.as_result() for o in outcomes],
+        counts=counts,
+        duration_ms=duration_ms,
     )
-    n = len(outcomes)
-    params = {name: counts.get(name, 0) for name in OUTCOMES}
-    row = session.execute(
-        text(
-            "UPDATE sync_jobs SET processed = processed + :n, created = created + :created, "
-            "replaced = replaced + :replaced, unchanged = unchanged + :unchanged, "
-            "superseded = superseded + :superseded, failed = failed + :failed, cancelled = cancelled + :cancelled, "
-            "abandoned_chunks = abandoned_chunks + :abandoned, "
-            "started_at = coalesce(started_at, greatest(c.ts, created_at)), "
-            "status = CASE WHEN processed + :n >= total THEN "
-            "  CASE WHEN cancel_requested_at IS NOT NULL THEN 'cancelled' "
-            "       WHEN abandoned_chunks + :abandoned > 0 THEN 'failed' ELSE 'completed' END "
-            "  ELSE 'running' END, "
-            "finished_at = CASE WHEN processed + :n >= total "
-            "  THEN greatest(c.ts, created_at, started_at, cancel_requested_at) END "
-            "FROM (SELECT clock_timestamp() AS ts) AS c "
-            "WHERE id = :j RETURNING finished_at IS NOT NULL AS finished, cancel_requested_at IS NOT NULL AS cancel"
-        ),
-        {**params, "n": n, "abandoned": int(abandoned), "j": job.id},
-    ).one()
+    row = repository.add_outcomes(session, job_id=job.id, counts=counts, abandoned=abandoned)
     done = ChunkDone(outcomes=counts)
     if row.finished:
         done.finished_job = job.id
@@ -177,15 +129,9 @@ def settle_chunk(session: Session, *, job_id: str, chunk_no: int, reason: str) -
 
     Records rejected at acceptance keep their own errors. None if a worker holds the chunk right now.
     """
-    if not _try_lock(session, job_id, chunk_no):
+    if not repository.try_lock_chunk(session, job_id=job_id, chunk_no=chunk_no):
         return None
-    chunk = session.execute(
-        text(
-            "SELECT first_index, record_count, rejections, attempts FROM job_chunks "
-            "WHERE job_id = :j AND chunk_no = :c AND state <> 'done'"
-        ),
-        {"j": job_id, "c": chunk_no},
-    ).one_or_none()
+    chunk = repository.open_chunk(session, job_id=job_id, chunk_no=chunk_no)
     if chunk is None:
         return None
     job = session.get(SyncJob, job_id)
@@ -210,7 +156,7 @@ def process_chunk(session: Session, *, job_id: str, chunk_no: int, claim: Callab
     attempt in a transaction of its own (`count_attempt`). None when there was nothing to do (done already, or
     held by a live worker)."""
     started = time.perf_counter()
-    if not _try_lock(session, job_id, chunk_no):
+    if not repository.try_lock_chunk(session, job_id=job_id, chunk_no=chunk_no):
         log.info("chunk %s/%d held by another worker", job_id, chunk_no)
         return None
     attempts = claim()
@@ -225,10 +171,7 @@ def process_chunk(session: Session, *, job_id: str, chunk_no: int, claim: Callab
             return settle_chunk(session, job_id=job_id, chunk_no=chunk_no, reason="abandoned")
         if job.cancel_requested_at is not None:
             return settle_chunk(session, job_id=job_id, chunk_no=chunk_no, reason="cancelled")
-        chunk = session.execute(
-            text("SELECT first_index, payload, rejections FROM job_chunks WHERE job_id = :j AND chunk_no = :c"),
-            {"j": job_id, "c": chunk_no},
-        ).one()
+        chunk = repository.chunk_to_apply(session, job_id=job_id, chunk_no=chunk_no)
         records, labels = _decode(job.type, chunk.first_index, bytes(chunk.payload), chunk.rejections)
         _test_crash_hook(records)
         scope = Scope(job.type, job.partner_id, job.business_id)  # type: ignore[arg-type]
@@ -255,18 +198,9 @@ def cancel_job(session: Session, *, partner_id: str, job_id: str) -> tuple[SyncJ
     job = get_job(session, partner_id=partner_id, job_id=job_id, for_update=True)
     if job.status in FINISHED:
         raise DomainError("job_finished", f"The job is already {job.status}; there is nothing to cancel.", 409)
-    session.execute(
-        text(
-            "UPDATE sync_jobs SET cancel_requested_at = coalesce(cancel_requested_at, clock_timestamp()) WHERE id = :j"
-        ),
-        {"j": job.id},
-    )
-    open_chunks = session.execute(
-        text("SELECT chunk_no FROM job_chunks WHERE job_id = :j AND state <> 'done' ORDER BY chunk_no"),
-        {"j": job.id},
-    ).scalars()
+    repository.request_cancel(session, job_id=job.id)
     to_publish: list[ChunkKey] = []
-    for chunk_no in list(open_chunks):
+    for chunk_no in repository.open_chunk_numbers(session, job_id=job.id):
         done = settle_chunk(session, job_id=job.id, chunk_no=chunk_no, reason="cancelled")
         if done is not None:
             to_publish += done.to_publish

@@ -6,10 +6,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import orjson
-from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from core.models import Business, Customer, SyncJob
+from core.jobs import repository
+from core.models import Business, SyncJob
+from core.records.repository import stored_by_ids
 from core.records.rules import OUTCOMES
 from core.records.service import business_view, customer_view
 
@@ -18,20 +19,8 @@ def iter_results(
     session: Session, job_id: str, *, outcome: str | None = None, after: int = -1
 ) -> Iterator[dict[str, Any]]:
     """Results of processed records with index > `after`, in input order, one chunk in memory at a time."""
-    query = (
-        "SELECT chunk_no FROM job_chunks WHERE job_id = :j AND state = 'done' "
-        "AND first_index + record_count > :after + 1"
-    )
-    if outcome is not None:
-        query += " AND coalesce((outcome_counts ->> :o)::int, 0) > 0"
-    chunk_nos = list(
-        session.execute(text(query + " ORDER BY chunk_no"), {"j": job_id, "after": after, "o": outcome}).scalars()
-    )
-    for chunk_no in chunk_nos:
-        blob = session.execute(
-            text("SELECT results FROM job_chunks WHERE job_id = :j AND chunk_no = :c"),
-            {"j": job_id, "c": chunk_no},
-        ).scalar_one()
+    for chunk_no in repository.done_chunks_after(session, job_id=job_id, after=after, outcome=outcome):
+        blob = repository.chunk_results(session, job_id=job_id, chunk_no=chunk_no)
         for result in orjson.loads(blob):
             if result["index"] > after and (outcome is None or result["outcome"] == outcome):
                 yield result
@@ -78,11 +67,8 @@ def compat_body(session: Session, job: SyncJob) -> dict[str, Any]:
     id_list = list(wanted)
     for start in range(0, len(id_list), 5000):
         part = id_list[start : start + 5000]
-        views = (
-            [business_view(b) for b in session.scalars(select(Business).where(Business.id.in_(part)))]
-            if job.type == "businesses"
-            else [customer_view(c) for c in session.scalars(select(Customer).where(Customer.id.in_(part)))]
-        )
+        stored = stored_by_ids(session, kind=job.type, ids=part)
+        views = [business_view(r) if isinstance(r, Business) else customer_view(r) for r in stored]
         for view in views:
             for index in wanted[view["id"]]:
                 objects[index] = view

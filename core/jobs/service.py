@@ -14,15 +14,15 @@ from typing import Any
 
 import orjson
 import psycopg
-from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from core import ids
 from core.config import settings
 from core.errors import FieldError, not_found
+from core.jobs import repository
 from core.jobs.admission import ChunkKey, admit_jobs, release_window
 from core.jobs.schemas import COUNTERS
-from core.models import Partner, SyncJob
+from core.models import SyncJob
 from core.records.batch import Chunk, ParsedBatch, RecordsAt, check_count, duplicate_errors
 from core.records.repository import driver_connection
 from core.records.service import next_write_seq
@@ -85,16 +85,8 @@ def accept_batch(
         for index, errors in duplicate_errors(batch, _stored_records(cur, job.id, size)).items():
             by_chunk.setdefault(index // size, {})[str(index % size)] = [e.as_dict() for e in errors]
         if by_chunk:
-            cur.executemany(
-                # A record may have been rejected already (a value JSON cannot carry): its errors and the
-                # duplicate's are appended, not replaced.
-                "UPDATE job_chunks SET rejections = coalesce(rejections, '{}'::jsonb) || "
-                "  (SELECT jsonb_object_agg(k, coalesce(rejections -> k, '[]'::jsonb) || v) "
-                "   FROM jsonb_each(%s::jsonb) AS found(k, v)) "
-                "WHERE job_id = %s AND chunk_no = %s",
-                [(_json(found), job.id, number) for number, found in by_chunk.items()],
-            )
-        cur.execute("UPDATE sync_jobs SET total = %s, chunk_count = %s WHERE id = %s", (batch.count, chunk_no, job.id))
+            repository.add_rejections(cur, job_id=job.id, by_chunk=by_chunk)
+        repository.set_job_size(cur, job_id=job.id, total=batch.count, chunk_count=chunk_no)
     to_publish = admit_jobs(session, partner_id)
     session.refresh(job)
     return Accepted(job, to_publish)
@@ -107,12 +99,7 @@ def _stored_records(cur: psycopg.Cursor[Any], job_id: str, size: int) -> Records
     def records_at(indices: Sequence[int]) -> dict[int, Any]:
         found: dict[int, Any] = {}
         for chunk_no, members in groupby(sorted(indices), key=lambda index: index // size):
-            cur.execute(
-                "SELECT first_index, payload FROM job_chunks WHERE job_id = %s AND chunk_no = %s", (job_id, chunk_no)
-            )
-            row = cur.fetchone()
-            assert row is not None
-            first_index, payload = row
+            first_index, payload = repository.chunk_payload(cur, job_id=job_id, chunk_no=chunk_no)
             elements = orjson.loads(payload)
             for index in members:
                 found[index] = elements[index - first_index]
@@ -122,32 +109,22 @@ def _stored_records(cur: psycopg.Cursor[Any], job_id: str, size: int) -> Records
 
 
 def _store_chunk(cur: psycopg.Cursor[Any], job_id: str, chunk: Chunk) -> None:
-    cur.execute(
-        "INSERT INTO job_chunks (job_id, chunk_no, first_index, record_count, payload, rejections) "
-        "VALUES (%s, %s, %s, %s, %s, %s::jsonb)",
-        (
-            job_id,
-            chunk.chunk_no,
-            chunk.first_index,
-            chunk.record_count,
-            chunk.payload,
-            None if chunk.rejections is None else _json(chunk.rejections),
-        ),
+    repository.insert_chunk(
+        cur,
+        job_id=job_id,
+        chunk_no=chunk.chunk_no,
+        first_index=chunk.first_index,
+        record_count=chunk.record_count,
+        payload=chunk.payload,
+        rejections=chunk.rejections,
     )
-
-
-def _json(value: Any) -> str:
-    return orjson.dumps(value).decode()
 
 
 def get_job(session: Session, *, partner_id: str, job_id: str, for_update: bool = False) -> SyncJob:
     """The partner's job, or `not_found`."""
     if "\x00" in job_id:  # no id holds a NUL, and PostgreSQL refuses to compare text with one
         raise not_found("job")
-    query = select(SyncJob).where(SyncJob.id == job_id, SyncJob.partner_id == partner_id)
-    if for_update:
-        query = query.with_for_update()
-    job = session.scalar(query)
+    job = repository.get_job(session, partner_id=partner_id, job_id=job_id, for_update=for_update)
     if job is None:
         raise not_found("job")
     return job
@@ -162,85 +139,35 @@ def list_jobs(
     limit: int,
     starting_after: str | None,
 ) -> tuple[list[SyncJob], bool]:
-    """The partner's jobs, newest first."""
-    query = select(SyncJob).where(SyncJob.partner_id == partner_id)
-    if status:
-        query = query.where(SyncJob.status == status)
-    if kind:
-        query = query.where(SyncJob.type == kind)
-    if starting_after:
-        query = query.where(SyncJob.id < starting_after)
-    rows = list(session.scalars(query.order_by(SyncJob.id.desc()).limit(limit + 1)))
+    """The partner's jobs, newest first; whether there are more."""
+    rows = repository.list_jobs(
+        session, partner_id=partner_id, status=status, kind=kind, limit=limit + 1, starting_after=starting_after
+    )
     return rows[:limit], len(rows) > limit
 
 
 def sweep(session: Session) -> list[ChunkKey]:
     """Chunks whose lease ran out (their message lost, or their worker gone): lease them again to republish.
 
-    Also admits waiting jobs whose partner has room, in case a finishing worker died before admitting them.
+    Also admits waiting jobs whose partner has room, in case a finishing worker died before admitting them, and
+    releases the window of a job whose window emptied without releasing more (its worker died between commit and
+    publish).
     """
-    rows = session.execute(
-        text(
-            "UPDATE job_chunks SET lease_until = now() + make_interval(secs => :lease) "
-            "WHERE (job_id, chunk_no) IN (SELECT job_id, chunk_no FROM job_chunks "
-            "  WHERE state = 'queued' AND lease_until < now() ORDER BY lease_until LIMIT 5000 "
-            "  FOR UPDATE SKIP LOCKED) RETURNING job_id, chunk_no"
-        ),
-        {"lease": settings.lease_seconds},
-    ).all()
-    keys = [(r.job_id, r.chunk_no) for r in rows]
-    partners = session.execute(
-        text("SELECT DISTINCT partner_id FROM sync_jobs WHERE finished_at IS NULL AND NOT admitted")
-    ).scalars()
-    for partner_id in list(partners):
+    keys = repository.lease_lapsed(session, lease_seconds=settings.lease_seconds)
+    for partner_id in repository.partners_waiting(session):
         keys += admit_jobs(session, partner_id)
-    # A job whose window emptied without releasing more (its worker died between commit and publish).
-    stalled = session.execute(
-        text(
-            "SELECT j.id FROM sync_jobs j WHERE j.finished_at IS NULL AND j.admitted AND NOT EXISTS "
-            "(SELECT 1 FROM job_chunks c WHERE c.job_id = j.id AND c.state = 'queued') "
-            "AND EXISTS (SELECT 1 FROM job_chunks c WHERE c.job_id = j.id AND c.state = 'pending')"
-        )
-    ).scalars()
-    for job_id in list(stalled):
+    for job_id in repository.stalled_jobs(session):
         keys += release_window(session, job_id, settings.job_parallelism)
     return keys
 
 
 def purge_expired_jobs(session: Session) -> int:
-    """Delete jobs (and their records and results) finished more than the retention ago.
-
-    Their record counts move to `purged_record_counts` in the same statement, so the records counter of /metrics
-    (jobs kept plus jobs purged) never goes down.
-    """
-    counts = ", ".join(f"('{name}', {name})" for name in COUNTERS)
-    return int(
-        session.execute(
-            text(
-                "WITH gone AS (DELETE FROM sync_jobs WHERE finished_at < now() - make_interval(days => :d) "
-                f"  RETURNING {', '.join(COUNTERS)}), "
-                "folded AS (INSERT INTO purged_record_counts (outcome, records) "
-                f"  SELECT c.outcome, sum(c.n) FROM gone, LATERAL (VALUES {counts}) AS c(outcome, n) "
-                "  GROUP BY c.outcome HAVING sum(c.n) > 0 "
-                "  ON CONFLICT (outcome) DO UPDATE SET records = purged_record_counts.records + EXCLUDED.records) "
-                "SELECT count(*) FROM gone"
-            ),
-            {"d": settings.job_retention_days},
-        ).scalar_one()
-    )
+    """Delete jobs (and their records and results) finished more than the retention ago; their record counts
+    stay in /metrics (`purged_record_counts`)."""
+    return repository.purge_finished_before(session, days=settings.job_retention_days)
 
 
 def unfinished_jobs(session: Session, *, limit: int) -> tuple[list[tuple[SyncJob, str]], int, datetime]:
     """Every partner's oldest unfinished jobs (up to `limit`) with the partner's name, how many there are in all,
     and the database's clock (for their ages): what an operator's status shows."""
-    unfinished = SyncJob.finished_at.is_(None)
-    now = session.execute(select(func.now())).scalar_one()
-    count = session.execute(select(func.count()).select_from(SyncJob).where(unfinished)).scalar_one()
-    rows = session.execute(
-        select(SyncJob, Partner.name)
-        .join(Partner, Partner.id == SyncJob.partner_id)
-        .where(unfinished)
-        .order_by(SyncJob.id)
-        .limit(limit)
-    ).all()
-    return [(job, name) for job, name in rows], int(count), now
+    return repository.unfinished_jobs(session, limit=limit)

@@ -19,10 +19,12 @@ import orjson
 import psycopg
 from psycopg import errors as pgerrors
 from psycopg.pq import TransactionStatus
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core import ids
 from core.errors import FieldError
+from core.models import Business, Customer
 from core.records.rules import Payload, Plan, RecordOutcome, Row, Scope, plan_records
 from core.records.schemas import WRITABLE
 
@@ -275,3 +277,100 @@ def apply_isolating(
         return apply_isolating(session, scope=scope, seq=seq, records=records[:middle]) + apply_isolating(
             session, scope=scope, seq=seq, records=records[middle:]
         )
+
+
+def stored_by_ids(session: Session, *, kind: str, ids: Sequence[str]) -> list[Business] | list[Customer]:
+    """The stored businesses or customers with these ids (those that exist), as ORM objects."""
+    if kind == "businesses":
+        return list(session.scalars(select(Business).where(Business.id.in_(ids))))
+    return list(session.scalars(select(Customer).where(Customer.id.in_(ids))))
+
+
+def find_business(session: Session, *, partner_id: str, business_id: str) -> Business | None:
+    return session.scalar(select(Business).where(Business.id == business_id, Business.partner_id == partner_id))
+
+
+def business_exists(session: Session, *, partner_id: str, business_id: str) -> bool:
+    """Whether the partner has that business: one plain query, no ORM object."""
+    found = (
+        driver_connection(session)
+        .execute("SELECT 1 FROM businesses WHERE id = %s AND partner_id = %s", (business_id, partner_id))
+        .fetchone()
+    )
+    return found is not None
+
+
+def find_customer(session: Session, *, partner_id: str, customer_id: str) -> Customer | None:
+    return session.scalar(select(Customer).where(Customer.id == customer_id, Customer.partner_id == partner_id))
+
+
+def customers_by_id(
+    session: Session, *, business_id: str, customer_ids: Sequence[str], for_update: bool = False
+) -> dict[str, Customer]:
+    """The business's customers among `customer_ids`, by id; `for_update` locks them and rereads them."""
+    query = select(Customer).where(Customer.business_id == business_id, Customer.id.in_(list(customer_ids)))
+    if for_update:
+        query = query.order_by(Customer.id).with_for_update().execution_options(populate_existing=True)
+    return {c.id: c for c in session.scalars(query)}
+
+
+def businesses_page(
+    session: Session, *, partner_id: str, external_id: str | None, limit: int, starting_after: str | None
+) -> Sequence[Business]:
+    """Up to `limit` of the partner's businesses after `starting_after`, oldest first."""
+    query = select(Business).where(Business.partner_id == partner_id)
+    if external_id is not None:
+        query = query.where(Business.external_id == external_id)
+    if starting_after:
+        query = query.where(Business.id > starting_after)
+    return session.scalars(query.order_by(Business.id).limit(limit)).all()
+
+
+def customers_page(
+    session: Session,
+    *,
+    business_id: str,
+    external_id: str | None,
+    email_address: str | None,
+    limit: int,
+    starting_after: str | None,
+) -> Sequence[Customer]:
+    """Up to `limit` of a business's customers after `starting_after`, oldest first; email in any case."""
+    query = select(Customer).where(Customer.business_id == business_id)
+    if external_id is not None:
+        query = query.where(Customer.external_id == external_id)
+    if email_address is not None:
+        query = query.where(func.lower(Customer.email_address) == email_address.lower())
+    if starting_after:
+        query = query.where(Customer.id > starting_after)
+    return session.scalars(query.order_by(Customer.id).limit(limit)).all()
+
+
+def next_write_seq(session: Session) -> int:
+    """The next write sequence number (SPEC §3 rule 7)."""
+    row = driver_connection(session).execute("SELECT nextval('write_seq')").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def stored_row(session: Session, *, kind: str, record_id: str) -> tuple[Any, ...]:
+    """A business (id, external_id, name, metadata, created_at, updated_at) or a customer (id, business_id,
+    external_id, email_address, phone_number, full_name, metadata, unsubscribed, created_at, updated_at) as
+    stored, metadata parsed: one plain query, no ORM object."""
+    with driver_connection(session).cursor() as cur:
+        if kind == "businesses":
+            cur.execute(
+                "SELECT id, external_id, name, metadata::text, created_at, updated_at FROM businesses WHERE id = %s",
+                (record_id,),
+            )
+            b = cur.fetchone()
+            assert b is not None
+            return (*b[:3], orjson.loads(b[3]), *b[4:])
+        cur.execute(
+            "SELECT id, business_id, external_id, email_address, phone_number, full_name, metadata::text, "
+            "unsubscribed, created_at, updated_at FROM customers WHERE id = %s",
+            (record_id,),
+        )
+        c = cur.fetchone()
+        assert c is not None
+        return (*c[:6], orjson.loads(c[6]), *c[7:])

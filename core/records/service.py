@@ -6,13 +6,12 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, TypeVar
 
-import orjson
-from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from core.errors import RECORD_ERROR_STATUS, TOO_MANY_ERRORS, DomainError, FieldError, bounded_errors, not_found
 from core.models import Business, Customer
-from core.records.repository import apply_records, driver_connection
+from core.records import repository
+from core.records.repository import apply_records
 from core.records.rules import FAILED, Payload, RecordOutcome, Scope
 from core.records.schemas import parse_record
 
@@ -58,7 +57,7 @@ def get_business(session: Session, *, partner_id: str, business_id: str) -> Busi
     """The partner's business with that id, or `not_found`."""
     if "\x00" in business_id:  # no id holds a NUL, and PostgreSQL refuses to compare text with one
         raise not_found("business")
-    business = session.scalar(select(Business).where(Business.id == business_id, Business.partner_id == partner_id))
+    business = repository.find_business(session, partner_id=partner_id, business_id=business_id)
     if business is None:
         raise not_found("business")
     return business
@@ -69,12 +68,7 @@ def require_business(session: Session, *, partner_id: str, business_id: str) -> 
     for the routes that only need to know (one plain query)."""
     if "\x00" in business_id:
         raise not_found("business")
-    found = (
-        driver_connection(session)
-        .execute("SELECT 1 FROM businesses WHERE id = %s AND partner_id = %s", (business_id, partner_id))
-        .fetchone()
-    )
-    if found is None:
+    if not repository.business_exists(session, partner_id=partner_id, business_id=business_id):
         raise not_found("business")
 
 
@@ -82,28 +76,16 @@ def get_customer(session: Session, *, partner_id: str, customer_id: str) -> Cust
     """The partner's customer with that id, or `not_found`."""
     if "\x00" in customer_id:
         raise not_found("customer")
-    customer = session.scalar(select(Customer).where(Customer.id == customer_id, Customer.partner_id == partner_id))
+    customer = repository.find_customer(session, partner_id=partner_id, customer_id=customer_id)
     if customer is None:
         raise not_found("customer")
     return customer
 
 
-def customers_by_id(
-    session: Session, *, business_id: str, customer_ids: Sequence[str], for_update: bool = False
-) -> dict[str, Customer]:
-    """The business's customers among `customer_ids`, by id; `for_update` locks them and rereads them."""
-    query = select(Customer).where(Customer.business_id == business_id, Customer.id.in_(list(customer_ids)))
-    if for_update:
-        query = query.order_by(Customer.id).with_for_update().execution_options(populate_existing=True)
-    return {c.id: c for c in session.scalars(query)}
+customers_by_id = repository.customers_by_id
 
 
-def _page(
-    session: Session, query: Select[Any], id_column: Any, *, limit: int, starting_after: str | None
-) -> tuple[Sequence[T], bool]:
-    if starting_after:
-        query = query.where(id_column > starting_after)
-    rows = session.scalars(query.order_by(id_column).limit(limit + 1)).all()
+def _page(rows: Sequence[T], limit: int) -> tuple[Sequence[T], bool]:
     return rows[:limit], len(rows) > limit
 
 
@@ -111,10 +93,10 @@ def list_businesses(
     session: Session, *, partner_id: str, external_id: str | None, limit: int, starting_after: str | None
 ) -> tuple[Sequence[Business], bool]:
     """The partner's businesses, oldest first, one page."""
-    query = select(Business).where(Business.partner_id == partner_id)
-    if external_id is not None:
-        query = query.where(Business.external_id == external_id)
-    return _page(session, query, Business.id, limit=limit, starting_after=starting_after)
+    rows = repository.businesses_page(
+        session, partner_id=partner_id, external_id=external_id, limit=limit + 1, starting_after=starting_after
+    )
+    return _page(rows, limit)
 
 
 def list_customers(
@@ -127,19 +109,18 @@ def list_customers(
     starting_after: str | None,
 ) -> tuple[Sequence[Customer], bool]:
     """A business's customers, oldest first, one page; email compared case-insensitively."""
-    query = select(Customer).where(Customer.business_id == business_id)
-    if external_id is not None:
-        query = query.where(Customer.external_id == external_id)
-    if email_address is not None:
-        query = query.where(func.lower(Customer.email_address) == email_address.lower())
-    return _page(session, query, Customer.id, limit=limit, starting_after=starting_after)
+    rows = repository.customers_page(
+        session,
+        business_id=business_id,
+        external_id=external_id,
+        email_address=email_address,
+        limit=limit + 1,
+        starting_after=starting_after,
+    )
+    return _page(rows, limit)
 
 
-def next_write_seq(session: Session) -> int:
-    """The sequence number of a newly accepted write (SPEC §3 rule 7)."""
-    row = driver_connection(session).execute("SELECT nextval('write_seq')").fetchone()
-    assert row is not None
-    return int(row[0])
+next_write_seq = repository.next_write_seq
 
 
 def record_error(errors: list[FieldError]) -> DomainError:
@@ -203,20 +184,7 @@ class _StoredCustomer(NamedTuple):
 
 def _stored_view(session: Session, scope: Scope, record_id: str) -> dict[str, Any]:
     """The record as stored now, as the API shows it: one plain query, no ORM objects (a single sync answers it)."""
-    with driver_connection(session).cursor() as cur:
-        if scope.kind == "businesses":
-            cur.execute(
-                "SELECT id, external_id, name, metadata::text, created_at, updated_at FROM businesses WHERE id = %s",
-                (record_id,),
-            )
-            b = cur.fetchone()
-            assert b is not None
-            return business_view(_StoredBusiness(b[0], b[1], b[2], orjson.loads(b[3]), b[4], b[5]))
-        cur.execute(
-            "SELECT id, business_id, external_id, email_address, phone_number, full_name, metadata::text, "
-            "unsubscribed, created_at, updated_at FROM customers WHERE id = %s",
-            (record_id,),
-        )
-        c = cur.fetchone()
-        assert c is not None
-        return customer_view(_StoredCustomer(c[0], c[1], c[2], c[3], c[4], c[5], orjson.loads(c[6]), c[7], c[8], c[9]))
+    row = repository.stored_row(session, kind=scope.kind, record_id=record_id)
+    if scope.kind == "businesses":
+        return business_view(_StoredBusiness(*row))
+    return customer_view(_StoredCustomer(*row))
