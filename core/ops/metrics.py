@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 import redis
 from prometheus_client.core import CounterMetricFamily, GaugeHistogramMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import text
 
 from core.config import settings
 from core.db import get_engine
 from core.jobs.status import JobStatus
+from core.ops import repository
 from core.ops.broker import broker_url
 from core.records.rules import OUTCOMES
 
@@ -56,51 +56,31 @@ class BrokerSnapshot:
     unacked: int
 
 
-def _chunk_histogram_sql() -> str:
-    buckets = ", ".join(f"count(*) FILTER (WHERE duration_ms <= {round(le * 1000)})" for le in CHUNK_BUCKETS)
-    return (
-        f"SELECT {buckets}, count(*), coalesce(sum(duration_ms), 0) FROM job_chunks "
-        "WHERE duration_ms IS NOT NULL AND processed_at > now() - make_interval(secs => :window)"
-    )
-
-
 def read_database() -> DatabaseSnapshot:
     """Counts of jobs and records, the waiting work and recent chunk times, in one read-only transaction."""
     snapshot = DatabaseSnapshot()
     with get_engine().connect() as conn, conn.begin():
-        conn.execute(text("SET TRANSACTION READ ONLY"))
-        conn.execute(text(f"SET LOCAL statement_timeout = {_STATEMENT_TIMEOUT_MS}"))
+        repository.begin_read_only(conn, statement_timeout_ms=_STATEMENT_TIMEOUT_MS)
         # Records are counted from the jobs' own counters (moved in the transaction that wrote the records) plus
         # those of jobs already purged, which the purge folds into purged_record_counts in the same statement.
-        sums = ", ".join(f"sum({name})" for name in OUTCOMES)
         records = dict.fromkeys(OUTCOMES, 0)
-        for row in conn.execute(text(f"SELECT type, status, count(*), {sums} FROM sync_jobs GROUP BY type, status")):
+        for row in repository.job_counts(conn):
             snapshot.jobs[(row[0], row[1])] = int(row[2])
             for name, value in zip(OUTCOMES, row[3:], strict=True):
                 records[name] += int(value or 0)
-        for outcome, count in conn.execute(text("SELECT outcome, records FROM purged_record_counts")):
+        for outcome, count in repository.purged_record_counts(conn):
             records[outcome] = records.get(outcome, 0) + int(count)
         snapshot.records = records
-        snapshot.records_waiting = int(
-            conn.execute(
-                text("SELECT coalesce(sum(total - processed), 0) FROM sync_jobs WHERE finished_at IS NULL")
-            ).scalar_one()
-        )
+        snapshot.records_waiting = repository.records_waiting(conn)
         # Released chunks not yet processed; their age runs from the job's acceptance (there is no release time).
-        oldest = conn.execute(
-            text(
-                "SELECT extract(epoch FROM now() - min(j.created_at)) FROM job_chunks c "
-                "JOIN sync_jobs j ON j.id = c.job_id WHERE c.state = 'queued' AND c.processed_at IS NULL"
-            )
-        ).scalar_one()
+        oldest = repository.oldest_waiting_age(conn)
         snapshot.oldest_waiting_seconds = max(0.0, float(oldest or 0))
-        row = conn.execute(text(_chunk_histogram_sql()), {"window": settings.metrics_window_seconds}).one()
+        row = repository.chunk_histogram(
+            conn, buckets_seconds=CHUNK_BUCKETS, window_seconds=settings.metrics_window_seconds
+        )
         snapshot.chunk_buckets = [int(v) for v in row[:-1]]
         snapshot.chunk_seconds_sum = int(row[-1]) / 1000
-        snapshot.deliveries = {
-            status: int(count)
-            for status, count in conn.execute(text("SELECT status, count(*) FROM webhook_deliveries GROUP BY status"))
-        }
+        snapshot.deliveries = {status: int(count) for status, count in repository.delivery_counts(conn)}
     return snapshot
 
 

@@ -6,12 +6,11 @@ import hashlib
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session
 
 from core.config import settings
 from core.errors import DomainError
-from core.models import IdempotencyKey
+from core.partners import repository
 
 MAX_KEY_LENGTH = 255
 
@@ -45,10 +44,7 @@ def claim(session: Session, *, partner_id: str, key: str, fingerprint: str) -> S
     """
     if not key or len(key) > MAX_KEY_LENGTH:
         raise DomainError("invalid_idempotency_key", "Idempotency-Key must be 1 to 255 characters.", 400)
-    locked = session.execute(
-        text("SELECT pg_try_advisory_xact_lock(hashtextextended(:p || ':' || :k, 7))"),
-        {"p": partner_id, "k": key},
-    ).scalar_one()
+    locked = repository.try_lock_idempotency_key(session, partner_id=partner_id, key=key)
     if not locked:
         raise DomainError(
             "idempotency_key_in_use",
@@ -57,13 +53,9 @@ def claim(session: Session, *, partner_id: str, key: str, fingerprint: str) -> S
             headers={"Retry-After": "1"},
         )
     ttl = timedelta(hours=settings.idempotency_ttl_hours)
-    row = session.scalar(
-        select(IdempotencyKey).where(IdempotencyKey.partner_id == partner_id, IdempotencyKey.key == key)
-    )
-    if row is not None and session.scalar(select(func.now())) - row.created_at > ttl:  # type: ignore[operator]
-        session.execute(
-            delete(IdempotencyKey).where(IdempotencyKey.partner_id == partner_id, IdempotencyKey.key == key)
-        )
+    row = repository.get_idempotency_key(session, partner_id=partner_id, key=key)
+    if row is not None and repository.database_now(session) - row.created_at > ttl:
+        repository.delete_idempotency_key(session, partner_id=partner_id, key=key)
         row = None
     if row is None:
         return None
@@ -90,29 +82,22 @@ def store(
     response: StoredResponse,
 ) -> None:
     """Keep the response to replay it for the same key."""
-    session.add(
-        IdempotencyKey(
-            partner_id=partner_id,
-            key=key,
-            method=method,
-            path=path,
-            request_hash=fingerprint,
-            status_code=response.status,
-            response_headers=response.headers,
-            response_body=response.body,
-            completed_at=func.now(),
-        )
+    repository.insert_idempotency_key(
+        session,
+        partner_id=partner_id,
+        key=key,
+        method=method,
+        path=path,
+        request_hash=fingerprint,
+        status_code=response.status,
+        response_headers=response.headers,
+        response_body=response.body,
     )
-    session.flush()
 
 
 def purge_expired(session: Session) -> int:
     """Delete keys older than the retention; returns how many."""
-    result = session.execute(
-        text("DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(hours => :h)"),
-        {"h": settings.idempotency_ttl_hours},
-    )
-    return int(getattr(result, "rowcount", 0) or 0)
+    return repository.delete_idempotency_keys_older_than(session, hours=settings.idempotency_ttl_hours)
 
 
 __all__ = ["StoredResponse", "claim", "purge_expired", "request_fingerprint", "store"]

@@ -9,11 +9,10 @@ import threading
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core import ids
-from core.models import ApiKey, Partner
+from core.partners import repository
 
 # Secrets are 256 random bits, so a fast hash is as strong as a slow one here (nothing to brute-force);
 # a slow KDF would only make every request pay for it.
@@ -37,18 +36,16 @@ def hash_secret(secret: str) -> str:
 
 def create_partner(session: Session, *, name: str) -> NewKey:
     """A new partner with one API key."""
-    partner = Partner(id=ids.new_id(ids.PARTNER), name=name)
-    session.add(partner)
-    session.flush()
+    partner = repository.insert_partner(session, partner_id=ids.new_id(ids.PARTNER), name=name)
     return create_key(session, partner_id=partner.id)
 
 
 def create_key(session: Session, *, partner_id: str) -> NewKey:
     """A new API key for a partner."""
     secret = "sk_" + secrets.token_urlsafe(32)
-    key = ApiKey(id=ids.new_id(ids.API_KEY), partner_id=partner_id, secret_hash=hash_secret(secret))
-    session.add(key)
-    session.flush()
+    key = repository.insert_api_key(
+        session, key_id=ids.new_id(ids.API_KEY), partner_id=partner_id, secret_hash=hash_secret(secret)
+    )
     return NewKey(partner_id=partner_id, key_id=key.id, secret=secret)
 
 
@@ -66,9 +63,7 @@ def authenticate(session: Session, *, key_id: str, secret: str) -> str | None:
     if cached is not None:
         return cached
     digest = hash_secret(secret)
-    row = session.execute(
-        select(ApiKey.partner_id, ApiKey.secret_hash).where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
-    ).first()
+    row = repository.active_key(session, key_id=key_id)
     # Compare even when the key is unknown, so timing does not tell whether a key id exists.
     stored = row.secret_hash if row is not None else hash_secret("")
     if not hmac.compare_digest(stored, digest) or row is None:

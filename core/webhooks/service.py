@@ -22,15 +22,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
-from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from core import ids
 from core.config import settings
 from core.errors import DomainError, FieldError
 from core.jobs.schemas import job_view
-from core.models import Partner, SyncJob, WebhookDelivery
+from core.models import WebhookDelivery
 from core.records.service import rfc3339
+from core.webhooks import repository
 
 SIGNATURE_HEADER = "Pocketflows-Signature"
 SECRET_PREFIX = "whsec_"
@@ -131,7 +131,7 @@ def parse_webhook_body(body: dict[str, Any]) -> tuple[str, bool]:
 
 def get_webhook(session: Session, *, partner_id: str) -> Webhook:
     """The partner's webhook, or `not_found` when none is configured."""
-    url = session.scalar(select(Partner.webhook_url).where(Partner.id == partner_id))
+    url = repository.webhook_url(session, partner_id=partner_id)
     if url is None:
         raise DomainError("not_found", "No webhook is configured; set one with PUT /webhook.", 404)
     return Webhook(url)
@@ -144,33 +144,15 @@ def set_webhook(session: Session, *, partner_id: str, url: str, rotate_secret: b
     old URL go to the new one, and any other (a `callback_url`) whose origin is no longer the webhook's ends
     `failed`.
     """
-    partner = session.scalar(select(Partner).where(Partner.id == partner_id).with_for_update())
+    partner = repository.lock_partner(session, partner_id=partner_id)
     assert partner is not None
     created = partner.webhook_secret is None
     old_url = partner.webhook_url
     secret = SECRET_PREFIX + secrets.token_urlsafe(32) if created or rotate_secret else None
-    partner.webhook_url = url
-    if secret is not None:
-        partner.webhook_secret = secret
-    session.flush()
+    repository.save_webhook(session, partner=partner, url=url, secret=secret)
     if old_url is not None and old_url != url:
-        session.execute(
-            text(
-                "UPDATE webhook_deliveries SET url = :new, updated_at = now() WHERE status = 'pending' AND url = :old "
-                "AND job_id IN (SELECT id FROM sync_jobs WHERE partner_id = :p)"
-            ),
-            {"new": url, "old": old_url, "p": partner_id},
-        )
-        moved = [
-            (row.id, row.url)
-            for row in session.execute(
-                text(
-                    "SELECT d.id, d.url FROM webhook_deliveries d JOIN sync_jobs j ON j.id = d.job_id "
-                    "WHERE d.status = 'pending' AND j.partner_id = :p"
-                ),
-                {"p": partner_id},
-            )
-        ]
+        repository.readdress_pending(session, partner_id=partner_id, old_url=old_url, new_url=url)
+        moved = repository.pending_targets(session, partner_id=partner_id)
         stale = [delivery_id for delivery_id, target in moved if _origin(target) != _origin(url)]
         _end_pending(session, stale, "the webhook moved to another origin; not delivered")
     return Webhook(url, secret), created
@@ -179,28 +161,14 @@ def set_webhook(session: Session, *, partner_id: str, url: str, rotate_secret: b
 def delete_webhook(session: Session, *, partner_id: str) -> None:
     """Remove the partner's webhook and its secret; pending deliveries end `failed`."""
     get_webhook(session, partner_id=partner_id)
-    session.execute(
-        text("UPDATE partners SET webhook_url = NULL, webhook_secret = NULL WHERE id = :p"), {"p": partner_id}
-    )
-    pending = session.execute(
-        text(
-            "SELECT d.id FROM webhook_deliveries d JOIN sync_jobs j ON j.id = d.job_id "
-            "WHERE d.status = 'pending' AND j.partner_id = :p"
-        ),
-        {"p": partner_id},
-    ).scalars()
-    _end_pending(session, list(pending), "the webhook was removed; not delivered")
+    repository.clear_webhook(session, partner_id=partner_id)
+    pending = repository.pending_ids(session, partner_id=partner_id)
+    _end_pending(session, pending, "the webhook was removed; not delivered")
 
 
 def _end_pending(session: Session, delivery_ids: list[str], reason: str) -> None:
     if delivery_ids:
-        session.execute(
-            text(
-                "UPDATE webhook_deliveries SET status = 'failed', next_attempt_at = NULL, last_error = :e, "
-                "updated_at = now() WHERE id = ANY(:ids) AND status = 'pending'"
-            ),
-            {"ids": delivery_ids, "e": reason},
-        )
+        repository.fail_pending(session, delivery_ids=delivery_ids, reason=reason)
 
 
 def resolve_callback_url(session: Session, *, partner_id: str, callback_url: str | None) -> str | None:
@@ -208,7 +176,7 @@ def resolve_callback_url(session: Session, *, partner_id: str, callback_url: str
     if callback_url is None:
         return None
     url = validate_url(callback_url, path="callback_url")
-    configured = session.scalar(select(Partner.webhook_url).where(Partner.id == partner_id))
+    configured = repository.webhook_url(session, partner_id=partner_id)
     if configured is None:
         raise DomainError(
             "webhook_not_configured",
@@ -230,18 +198,15 @@ def resolve_callback_url(session: Session, *, partner_id: str, callback_url: str
 def enqueue_job_finished(session: Session, *, job_id: str) -> str | None:
     """Store the delivery announcing that a job finished, if its partner has a webhook; in the caller's
     transaction, the one that finished the job. Returns the delivery id."""
-    row = session.execute(
-        text(
-            "SELECT j.webhook_url AS callback_url, p.webhook_url AS url FROM sync_jobs j "
-            "JOIN partners p ON p.id = j.partner_id WHERE j.id = :j AND p.webhook_secret IS NOT NULL"
-        ),
-        {"j": job_id},
-    ).one_or_none()
-    if row is None or row.url is None:
+    targets = repository.job_targets(session, job_id=job_id)
+    if targets is None:
+        return None
+    callback_url, webhook_url = targets
+    if webhook_url is None:
         return None
     # A callback_url was checked at acceptance; if the webhook has since moved to another origin, the webhook wins.
-    url = row.callback_url if row.callback_url and _origin(row.callback_url) == _origin(row.url) else row.url
-    job = session.get(SyncJob, job_id, populate_existing=True)
+    url = callback_url if callback_url and _origin(callback_url) == _origin(webhook_url) else webhook_url
+    job = repository.reload_job(session, job_id=job_id)
     assert job is not None
     assert job.finished_at is not None
     delivery_id = ids.new_id(ids.WEBHOOK_DELIVERY)
@@ -255,14 +220,7 @@ def enqueue_job_finished(session: Session, *, job_id: str) -> str | None:
             "data": job_view(job),
         }
     )
-    inserted = session.execute(
-        text(
-            "INSERT INTO webhook_deliveries (id, job_id, event, url, body, next_attempt_at) "
-            "VALUES (:id, :j, :e, :u, :b, now()) ON CONFLICT (job_id, event) DO NOTHING RETURNING id"
-        ),
-        {"id": delivery_id, "j": job_id, "e": event, "u": url, "b": body},
-    ).scalar_one_or_none()
-    return inserted
+    return repository.insert_delivery(session, delivery_id=delivery_id, job_id=job_id, event=event, url=url, body=body)
 
 
 def signature(secret: str, timestamp: int, body: bytes) -> str:
@@ -282,18 +240,7 @@ def claim_due(session: Session, *, limit: int) -> list[DueDelivery]:
     """Claim up to `limit` deliveries whose next attempt is due: count the attempt and lease it, so no other
     scheduler tries it meanwhile. The caller commits before sending."""
     lease = settings.webhook_timeout_seconds + _LEASE_MARGIN_SECONDS
-    rows = session.execute(
-        text(
-            "UPDATE webhook_deliveries d SET attempts = d.attempts + 1, last_attempt_at = now(), updated_at = now(), "
-            "next_attempt_at = now() + make_interval(secs => :lease) "
-            "FROM sync_jobs j JOIN partners p ON p.id = j.partner_id "
-            "WHERE j.id = d.job_id AND d.id IN (SELECT id FROM webhook_deliveries WHERE status = 'pending' "
-            "  AND next_attempt_at <= now() ORDER BY next_attempt_at LIMIT :n FOR UPDATE SKIP LOCKED) "
-            "RETURNING d.id, d.job_id, j.partner_id, j.request_id, d.event, d.url, d.body, d.attempts, "
-            "p.webhook_secret"
-        ),
-        {"lease": lease, "n": limit},
-    ).all()
+    rows = repository.claim_due(session, limit=limit, lease_seconds=lease)
     return [
         DueDelivery(
             id=r.id,
@@ -330,52 +277,29 @@ def record_attempt(
         "error": error,
         "duration_ms": duration_ms,
     }
-    status: str | None = session.execute(
-        text(
-            "UPDATE webhook_deliveries SET history = history || CAST(:entry AS jsonb), updated_at = now(), "
-            "last_status_code = :code, last_error = :error, "
-            "status = CASE WHEN :ok THEN 'succeeded' "
-            "  WHEN now() + make_interval(secs => :delay) > created_at + make_interval(secs => :window) "
-            "  THEN 'failed' ELSE 'pending' END, "
-            "delivered_at = CASE WHEN :ok THEN now() END, "
-            "next_attempt_at = CASE WHEN :ok THEN NULL "
-            "  WHEN now() + make_interval(secs => :delay) > created_at + make_interval(secs => :window) THEN NULL "
-            "  ELSE now() + make_interval(secs => :delay) END "
-            "WHERE id = :id AND status = 'pending' RETURNING status"
-        ),
-        {
-            "entry": orjson.dumps([entry]).decode(),
-            "code": status_code,
-            "error": error,
-            "ok": succeeded,
-            "delay": retry_delay(attempt),
-            "window": settings.webhook_retry_hours * 3600,
-            "id": delivery_id,
-        },
-    ).scalar_one_or_none()
-    return status
+    return repository.record_attempt(
+        session,
+        delivery_id=delivery_id,
+        entry=entry,
+        status_code=status_code,
+        error=error,
+        succeeded=succeeded,
+        delay_seconds=retry_delay(attempt),
+        window_seconds=settings.webhook_retry_hours * 3600,
+    )
 
 
 def end_without_attempt(session: Session, *, delivery_id: str, reason: str) -> None:
     """End a claimed delivery that cannot be sent (its webhook was removed meanwhile); the claim is not an
     attempt."""
-    session.execute(
-        text(
-            "UPDATE webhook_deliveries SET status = 'failed', next_attempt_at = NULL, last_error = :e, "
-            "attempts = greatest(attempts - 1, 0), updated_at = now() WHERE id = :id AND status = 'pending'"
-        ),
-        {"id": delivery_id, "e": reason},
-    )
+    repository.fail_unattempted(session, delivery_id=delivery_id, reason=reason)
 
 
 def list_deliveries(
     session: Session, *, job_id: str, limit: int, starting_after: str | None
 ) -> tuple[list[WebhookDelivery], bool]:
     """A job's deliveries, oldest first (the caller has checked the job is the partner's)."""
-    query = select(WebhookDelivery).where(WebhookDelivery.job_id == job_id)
-    if starting_after:
-        query = query.where(WebhookDelivery.id > starting_after)
-    rows = list(session.scalars(query.order_by(WebhookDelivery.id).limit(limit + 1)))
+    rows = repository.list_deliveries(session, job_id=job_id, limit=limit + 1, starting_after=starting_after)
     return rows[:limit], len(rows) > limit
 
 
