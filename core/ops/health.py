@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import redis
-from sqlalchemy import text
 
 from core.db import probe_engine
 from core.migrate import current_revision, head_revision
+from core.ops import repository
 from core.ops.broker import broker_url
 
 
@@ -14,7 +14,7 @@ def check_database() -> str | None:
     """None when the database answers at the latest migration, else what is wrong."""
     try:
         with probe_engine().connect() as conn:
-            conn.execute(text("SELECT 1"))
+            repository.ping(conn)
             current = current_revision(conn)
     except Exception as exc:
         return f"database unreachable: {type(exc).__name__}"

@@ -13,6 +13,11 @@ from sqlalchemy import Connection, Row, text
 from core.records.rules import OUTCOMES
 
 
+def ping(conn: Connection) -> None:
+    """A round trip to the database."""
+    conn.execute(text("SELECT 1"))
+
+
 def begin_read_only(conn: Connection, *, statement_timeout_ms: int) -> None:
     """Make the current transaction read-only, each statement in it bounded by `statement_timeout_ms`."""
     conn.execute(text("SET TRANSACTION READ ONLY"))
