@@ -76,6 +76,7 @@ async def current_partner(request: Request) -> str:
     if partner_id is None:
         raise _unauthorized("Unknown API key or wrong secret.")
     request.state.partner_id = partner_id
+    request.state.key_id = key_id
     logs.partner_id.set(partner_id)
     return partner_id
 

@@ -12,6 +12,7 @@ from api.body import SpooledBody
 from api.problems import problem_response
 from core.errors import DomainError
 from core.partners import idempotency
+from core.partners.service import require_live_key
 
 # Headers worth replaying; hop-by-hop and length headers are recomputed.
 _REPLAYED_HEADERS = {
@@ -33,6 +34,8 @@ def idempotent(
     The stored response commits with the work itself, so a crash never leaves a key that claims work that was
     rolled back; a 5xx is never stored.
     """
+    # Every write holds its API key live for its transaction: none is applied once the key's revocation commits.
+    require_live_key(session, key_id=request.state.key_id)
     key = request.headers.get("idempotency-key")
     if key is None:
         return handle()

@@ -96,6 +96,30 @@ def _partner_create(args: argparse.Namespace) -> int:
     return run_partner_create(name=args.name, as_json=args.json)
 
 
+def _partner_list(args: argparse.Namespace) -> int:
+    from cli.partners import run_partner_list
+
+    return run_partner_list(as_json=args.json)
+
+
+def _key_create(args: argparse.Namespace) -> int:
+    from cli.partners import run_key_create
+
+    return run_key_create(partner_id=args.partner_id, as_json=args.json)
+
+
+def _key_list(args: argparse.Namespace) -> int:
+    from cli.partners import run_key_list
+
+    return run_key_list(partner_id=args.partner_id, as_json=args.json)
+
+
+def _key_revoke(args: argparse.Namespace) -> int:
+    from cli.partners import run_key_revoke
+
+    return run_key_revoke(key_id=args.key_id)
+
+
 def _push(args: argparse.Namespace) -> int:
     from cli.push import run_push
 
@@ -188,6 +212,39 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help='print {"partner_id", "key_id", "secret"} as JSON on stdout'
     )
     create.set_defaults(run=_partner_create)
+    listing = partner_commands.add_parser("list", help="list partners", description="Every partner, oldest first.")
+    listing.add_argument("--json", action="store_true", help="print a JSON array of {id, name, created_at}")
+    listing.set_defaults(run=_partner_list)
+
+    key = commands.add_parser("key", help="manage API keys", description="Create, list and revoke API keys.")
+    key_commands = key.add_subparsers(dest="key_command", required=True, metavar="COMMAND")
+    key_create = key_commands.add_parser(
+        "create",
+        help="another live key for a partner",
+        description="Create another live API key for the partner (rotate: create, switch, revoke the old one); "
+        "print the key id and its secret, shown only this once.",
+    )
+    key_create.add_argument("partner_id", metavar="PARTNER_ID")
+    key_create.add_argument(
+        "--json", action="store_true", help='print {"partner_id", "key_id", "secret"} as JSON on stdout'
+    )
+    key_create.set_defaults(run=_key_create)
+    key_list = key_commands.add_parser(
+        "list", help="a partner's keys (never a secret)", description="The partner's API keys, never a secret."
+    )
+    key_list.add_argument("partner_id", metavar="PARTNER_ID")
+    key_list.add_argument(
+        "--json", action="store_true", help="print a JSON array of {id, created_at, last_used_at, revoked_at}"
+    )
+    key_list.set_defaults(run=_key_list)
+    key_revoke = key_commands.add_parser(
+        "revoke",
+        help="revoke a key",
+        description="Revoke the API key: once this returns no write made with it is applied, and within 1 s every "
+        "request with it answers 401, on every API process.",
+    )
+    key_revoke.add_argument("key_id", metavar="KEY_ID")
+    key_revoke.set_defaults(run=_key_revoke)
 
     _add_client_commands(commands)
     return parser

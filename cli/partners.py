@@ -1,4 +1,4 @@
-"""`pfsync partner create`: a partner and its first API key."""
+"""`pfsync partner create|list` and `pfsync key create|list|revoke`: partners and their API keys."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ import orjson
 from rich.markup import escape
 from rich.table import Table
 
-from cli.output import console
+from cli.output import CommandError, console
 from core.db import session_scope
-from core.partners.service import create_partner
+from core.errors import DomainError
+from core.partners import service
+from core.partners.service import NewKey, create_partner
+from core.records.service import rfc3339
 
 MAX_NAME_LENGTH = 255
 
@@ -28,6 +31,20 @@ def run_partner_create(*, name: str, as_json: bool) -> int:
     """Create the partner and its key, and show the secret this once."""
     with session_scope() as session:
         key = create_partner(session, name=name)
+    return _show_new_key(key, f"Created partner [bold]{escape(name)}[/].", as_json)
+
+
+def run_key_create(*, partner_id: str, as_json: bool) -> int:
+    """Another live key for the partner: rotate by creating one, switching to it, then revoking the old one."""
+    try:
+        with session_scope() as session:
+            key = service.create_key_for(session, partner_id=partner_id)
+    except DomainError as exc:
+        raise CommandError(f"no partner {partner_id}") from exc
+    return _show_new_key(key, f"Created a key for partner [bold]{escape(partner_id)}[/].", as_json)
+
+
+def _show_new_key(key: NewKey, headline: str, as_json: bool) -> int:
     if as_json:
         document = {"partner_id": key.partner_id, "key_id": key.key_id, "secret": key.secret}
         sys.stdout.write(orjson.dumps(document).decode() + "\n")
@@ -36,10 +53,61 @@ def run_partner_create(*, name: str, as_json: bool) -> int:
     table.add_row("partner", key.partner_id)
     table.add_row("key id", f"[bold]{key.key_id}[/]")
     table.add_row("secret", f"[bold]{key.secret}[/]")
-    console.print(f"Created partner [bold]{escape(name)}[/].")
+    console.print(headline)
     console.print(table)
     console.print(
         "The secret is shown only this once (the service stores only its hash): keep it now.\n"
         "Authenticate with HTTP Basic: username = key id, password = secret."
     )
+    return 0
+
+
+def run_partner_list(*, as_json: bool) -> int:
+    """Every partner, oldest first."""
+    with session_scope() as session:
+        rows: list[dict[str, str | None]] = [
+            {"id": p.id, "name": p.name, "created_at": rfc3339(p.created_at)} for p in service.list_partners(session)
+        ]
+    return _show_rows(rows, ("id", "name", "created_at"), as_json)
+
+
+def run_key_list(*, partner_id: str, as_json: bool) -> int:
+    """The partner's keys, never their secrets."""
+    try:
+        with session_scope() as session:
+            rows = [
+                {
+                    "id": k.id,
+                    "created_at": rfc3339(k.created_at),
+                    "last_used_at": rfc3339(k.last_used_at) if k.last_used_at else None,
+                    "revoked_at": rfc3339(k.revoked_at) if k.revoked_at else None,
+                }
+                for k in service.list_keys(session, partner_id=partner_id)
+            ]
+    except DomainError as exc:
+        raise CommandError(f"no partner {partner_id}") from exc
+    return _show_rows(rows, ("id", "created_at", "last_used_at", "revoked_at"), as_json)
+
+
+def run_key_revoke(*, key_id: str) -> int:
+    """Revoke the key. Once this returns, no write made with it is applied; within 1 s every request with it is
+    refused, on every API process."""
+    try:
+        with session_scope() as session:
+            key = service.revoke_key(session, key_id=key_id)
+            revoked_at = rfc3339(key.revoked_at) if key.revoked_at else ""
+    except DomainError as exc:
+        raise CommandError(f"no API key {key_id}") from exc
+    console.print(f"Revoked [bold]{escape(key_id)}[/] at {revoked_at}.")
+    return 0
+
+
+def _show_rows(rows: list[dict[str, str | None]], columns: tuple[str, ...], as_json: bool) -> int:
+    if as_json:
+        sys.stdout.write(orjson.dumps(rows).decode() + "\n")
+        return 0
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*(escape(row[c] or "—") for c in columns))
+    console.print(table)
     return 0

@@ -63,6 +63,8 @@ class ApiKey(Base):
     secret_hash: Mapped[str] = mapped_column(Text, nullable=False)
     created_at: Mapped[datetime] = _created()
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Kept to the minute by the API, never written by every request (core.partners.service).
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Business(Base):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from api.body import Body, parse_json_object
@@ -12,6 +12,7 @@ from api.deps import DbSession, PartnerId
 from api.openapi import ok, request_body
 from api.responses import json_response, list_body
 from core.jobs import service as jobs
+from core.partners.service import require_live_key
 from core.webhooks import service as webhooks
 
 router = APIRouter(tags=["webhooks"])
@@ -40,9 +41,10 @@ def get_webhook(session: DbSession, partner_id: PartnerId) -> Response:
     },
     openapi_extra=request_body("WebhookSettings"),
 )
-def put_webhook(session: DbSession, partner_id: PartnerId, body: Body) -> Response:
+def put_webhook(request: Request, session: DbSession, partner_id: PartnerId, body: Body) -> Response:
     """Body `{"url": "https://…", "rotate_secret": false}`. Every job that finishes is then POSTed there, signed
     with the secret (header `Pocketflows-Signature`)."""
+    require_live_key(session, key_id=request.state.key_id)
     url, rotate = webhooks.parse_webhook_body(parse_json_object(body))
     webhook, created = webhooks.set_webhook(session, partner_id=partner_id, url=url, rotate_secret=rotate)
     return json_response(webhook.view(), 201 if created else 200)
@@ -54,8 +56,9 @@ def put_webhook(session: DbSession, partner_id: PartnerId, body: Body) -> Respon
     summary="Remove the completion webhook",
     responses={404: {"description": "`not_found`: no webhook is configured"}},
 )
-def delete_webhook(session: DbSession, partner_id: PartnerId) -> Response:
+def delete_webhook(request: Request, session: DbSession, partner_id: PartnerId) -> Response:
     """Stop notifications; deliveries still pending end `failed`."""
+    require_live_key(session, key_id=request.state.key_id)
     webhooks.delete_webhook(session, partner_id=partner_id)
     return Response(status_code=204)
 

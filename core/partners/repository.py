@@ -37,6 +37,51 @@ def active_key(session: Session, *, key_id: str) -> Row[str, str] | None:
     ).first()
 
 
+def hold_live_key(session: Session, *, key_id: str) -> bool:
+    """Share-lock the key's row for the transaction if it is not revoked: a revocation waits for the writes that
+    hold it, and every write after the revocation commits finds the key revoked. False if revoked (or unknown)."""
+    found = session.execute(
+        text("SELECT 1 FROM api_keys WHERE id = :k AND revoked_at IS NULL FOR SHARE"), {"k": key_id}
+    ).first()
+    return found is not None
+
+
+def revoke_key(session: Session, *, key_id: str) -> ApiKey | None:
+    """Mark a key revoked now (once: a second revocation keeps the first time); the key, or None if unknown."""
+    session.execute(text("UPDATE api_keys SET revoked_at = now() WHERE id = :k AND revoked_at IS NULL"), {"k": key_id})
+    return session.get(ApiKey, key_id, populate_existing=True)
+
+
+def touch_key(session: Session, *, key_id: str) -> bool:
+    """Record that the key was used now, unless that was recorded less than a minute ago. Never waits: while
+    writes hold the key's row (`hold_live_key`), it does nothing and answers False."""
+    locked = session.execute(
+        text("SELECT 1 FROM api_keys WHERE id = :k FOR NO KEY UPDATE SKIP LOCKED"), {"k": key_id}
+    ).first()
+    if locked is None:
+        return False
+    session.execute(
+        text(
+            "UPDATE api_keys SET last_used_at = now() WHERE id = :k "
+            "AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')"
+        ),
+        {"k": key_id},
+    )
+    return True
+
+
+def list_partners(session: Session) -> list[Partner]:
+    return list(session.scalars(select(Partner).order_by(Partner.id)))
+
+
+def get_partner(session: Session, *, partner_id: str) -> Partner | None:
+    return session.get(Partner, partner_id)
+
+
+def list_keys(session: Session, *, partner_id: str) -> list[ApiKey]:
+    return list(session.scalars(select(ApiKey).where(ApiKey.partner_id == partner_id).order_by(ApiKey.id)))
+
+
 def try_lock_idempotency_key(session: Session, *, partner_id: str, key: str) -> bool:
     """Take the transaction-scoped advisory lock of a partner's idempotency key; False when another holds it."""
     locked: bool = session.execute(

@@ -12,13 +12,19 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from core import ids
+from core.errors import DomainError, not_found
+from core.models import ApiKey, Partner
 from core.partners import repository
 
 # Secrets are 256 random bits, so a fast hash is as strong as a slow one here (nothing to brute-force);
-# a slow KDF would only make every request pay for it.
-_AUTH_CACHE_SECONDS = 30.0
+# a slow KDF would only make every request pay for it. A successful check is remembered for a second: a revoked key
+# answers 401 within 1 s on every process (SPEC §8), for the cost of one query a second per key and process.
+_AUTH_CACHE_SECONDS = 1.0
 _cache: dict[tuple[str, str], tuple[str, float]] = {}
 _cache_lock = threading.Lock()
+# When this process last recorded each key's use: `last_used_at` is kept to the minute, not written per request.
+_TOUCH_SECONDS = 60.0
+_touched: dict[str, float] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +56,7 @@ def create_key(session: Session, *, partner_id: str) -> NewKey:
 
 
 def cached_partner(*, key_id: str, secret: str) -> str | None:
-    """The partner of a key id and secret checked successfully in the last 30 s, or None (no I/O)."""
+    """The partner of a key id and secret checked successfully in the last second, or None (no I/O)."""
     digest = hash_secret(secret)
     with _cache_lock:
         hit = _cache.get((key_id, digest))
@@ -58,7 +64,8 @@ def cached_partner(*, key_id: str, secret: str) -> str | None:
 
 
 def authenticate(session: Session, *, key_id: str, secret: str) -> str | None:
-    """The partner id a key id and secret belong to, or None. Successful checks are cached for 30 s."""
+    """The partner id a key id and secret belong to, or None. Successful checks are cached for a second, and
+    the key's `last_used_at` recorded at most once a minute per process."""
     cached = cached_partner(key_id=key_id, secret=secret)
     if cached is not None:
         return cached
@@ -68,8 +75,54 @@ def authenticate(session: Session, *, key_id: str, secret: str) -> str | None:
     stored = row.secret_hash if row is not None else hash_secret("")
     if not hmac.compare_digest(stored, digest) or row is None:
         return None
+    now = time.monotonic()
     with _cache_lock:
         if len(_cache) > 10_000:
             _cache.clear()
-        _cache[(key_id, digest)] = (row.partner_id, time.monotonic() + _AUTH_CACHE_SECONDS)
+        _cache[(key_id, digest)] = (row.partner_id, now + _AUTH_CACHE_SECONDS)
+        due = _touched.get(key_id, 0.0) + _TOUCH_SECONDS <= now
+        if due:
+            if len(_touched) > 100_000:
+                _touched.clear()
+            _touched[key_id] = now
+    if due and not repository.touch_key(session, key_id=key_id):
+        with _cache_lock:  # busy with writes right now: try again on the next check
+            _touched.pop(key_id, None)
     return str(row.partner_id)
+
+
+def require_live_key(session: Session, *, key_id: str) -> None:
+    """401 unless the key is still live, holding it for the transaction (see `repository.hold_live_key`): called
+    by every write, so that no write is applied with a key once its revocation has committed."""
+    if not repository.hold_live_key(session, key_id=key_id):
+        raise DomainError(
+            "unauthorized",
+            "This API key was revoked.",
+            401,
+            headers={"WWW-Authenticate": 'Basic realm="pfsync"'},
+        )
+
+
+def create_key_for(session: Session, *, partner_id: str) -> NewKey:
+    """Another live key for an existing partner (rotate without downtime: create, switch, revoke the old one)."""
+    if repository.get_partner(session, partner_id=partner_id) is None:
+        raise not_found("partner")
+    return create_key(session, partner_id=partner_id)
+
+
+def revoke_key(session: Session, *, key_id: str) -> ApiKey:
+    """Revoke a key; once this commits, no write is applied with it (and it answers 401 within 1 s)."""
+    key = repository.revoke_key(session, key_id=key_id)
+    if key is None:
+        raise not_found("API key")
+    return key
+
+
+def list_partners(session: Session) -> list[Partner]:
+    return repository.list_partners(session)
+
+
+def list_keys(session: Session, *, partner_id: str) -> list[ApiKey]:
+    if repository.get_partner(session, partner_id=partner_id) is None:
+        raise not_found("partner")
+    return repository.list_keys(session, partner_id=partner_id)
