@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import logging
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -17,8 +16,6 @@ from core import logs
 from core.db import commit, new_session, roll_back, session_scope
 from core.errors import DomainError
 from core.partners.service import authenticate, cached_partner
-
-log = logging.getLogger(__name__)
 
 
 async def get_session() -> AsyncIterator[Session]:

@@ -17,6 +17,7 @@ from core.jobs.status import JobStatus
 Command = Callable[[argparse.Namespace], int]
 PUSH_FORMATS = ("json", "ndjson", "csv")
 MAX_IDEMPOTENCY_KEY = 255
+NEW_KEY_JSON_HELP = 'print {"partner_id", "key_id", "secret"} as JSON on stdout'
 
 
 def port_number(value: str) -> int:
@@ -208,9 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Create a partner and an API key; print the key id and its secret (shown only this once).",
     )
     create.add_argument("name", type=partner_name, metavar="NAME", help="the partner's name")
-    create.add_argument(
-        "--json", action="store_true", help='print {"partner_id", "key_id", "secret"} as JSON on stdout'
-    )
+    create.add_argument("--json", action="store_true", help=NEW_KEY_JSON_HELP)
     create.set_defaults(run=_partner_create)
     listing = partner_commands.add_parser("list", help="list partners", description="Every partner, oldest first.")
     listing.add_argument("--json", action="store_true", help="print a JSON array of {id, name, created_at}")
@@ -225,9 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
         "print the key id and its secret, shown only this once.",
     )
     key_create.add_argument("partner_id", metavar="PARTNER_ID")
-    key_create.add_argument(
-        "--json", action="store_true", help='print {"partner_id", "key_id", "secret"} as JSON on stdout'
-    )
+    key_create.add_argument("--json", action="store_true", help=NEW_KEY_JSON_HELP)
     key_create.set_defaults(run=_key_create)
     key_list = key_commands.add_parser(
         "list", help="a partner's keys (never a secret)", description="The partner's API keys, never a secret."

@@ -32,11 +32,6 @@ def pin_database_url() -> str:
     return url
 
 
-def require_broker() -> str:
-    """The broker URL (REDIS_URL, or the folder's embedded Redis); `NotConfigured` says what is missing."""
-    return broker_url()
-
-
 def uvicorn_log_config() -> dict[str, Any]:
     """The logging setup for uvicorn and each of its worker processes (which start from scratch)."""
     formatter: dict[str, Any] = {"()": "core.logs.JsonFormatter"} if settings.log_json else {"format": PLAIN_LOG_FORMAT}
@@ -112,7 +107,7 @@ def run_worker(*, concurrency: int | None) -> int:
     from workers.app import celery_app, configure_broker
 
     configure_logging()
-    require_broker()
+    broker_url()  # NotConfigured, named by the command line, before anything starts
     pin_database_url()
     configure_broker()
     argv = ["worker", "--queues", settings.queue_name, "--events", "--loglevel", settings.log_level.upper()]
@@ -128,7 +123,7 @@ def run_scheduler() -> int:
     from workers import scheduler
 
     configure_logging()
-    require_broker()
+    broker_url()  # NotConfigured, named by the command line, before anything starts
     pin_database_url()
     scheduler.main()
     return 0
