@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     # one partner's own.
     rate_limit_per_second: int = Field(default=100, ge=0)
     rate_limit_burst: int = Field(default=200, ge=0)
+    # Worker processes run at this CPU niceness (0-19; 0: as the API), so that on a shared host a batch being
+    # processed yields the CPU to interactive requests (single syncs, polls) rather than slowing them.
+    worker_nice: int = Field(default=10, ge=0, le=19)
     log_level: str = "INFO"
     log_json: bool = True
     queue_name: str = "pfsync"
