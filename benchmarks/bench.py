@@ -224,11 +224,23 @@ def _ceiling_rows(records: list[dict[str, Any]], ids: list[str]) -> list[tuple[A
     ]
 
 
+def backend_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a PostgreSQL backend has used; NaN when its server is not on this machine."""
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return float("nan")
+    return float(times.user + times.system)
+
+
 def ceiling_upsert(
     conninfo: str, *, table: str, partner_id: str, business_id: str, rows: list[tuple[Any, ...]], seq: int
-) -> float:
-    """Write `rows` into `table` the fastest set-based way PostgreSQL offers, in one transaction; return rows/s."""
+) -> tuple[float, float]:
+    """Write `rows` into `table` the fastest set-based way PostgreSQL offers, in one transaction.
+
+    Returns rows/s and the CPU time its PostgreSQL backend spent, in µs a row."""
     with psycopg.connect(conninfo) as conn:
+        cpu_before = backend_cpu_seconds(conn.info.backend_pid)
         started = time.perf_counter()
         with conn.cursor() as cur:
             cur.execute(
@@ -250,7 +262,9 @@ def ceiling_upsert(
             )
             assert cur.rowcount == len(rows), cur.rowcount
         conn.commit()
-        return len(rows) / (time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        cpu = backend_cpu_seconds(conn.info.backend_pid) - cpu_before
+        return len(rows) / elapsed, cpu / len(rows) * 1e6
 
 
 def _ceiling_business(conninfo: str, name: str) -> tuple[str, str]:
@@ -267,19 +281,31 @@ def _ceiling_business(conninfo: str, name: str) -> tuple[str, str]:
     return partner_id, business_id
 
 
-def ceiling_once(conninfo: str, table: str, count: int) -> tuple[float, float]:
-    """Create, then replace, `count` customers of a new business in `table`: (create rows/s, replace rows/s)."""
+@dataclass
+class Ceiling:
+    """One create and one replace of the same rows: rows/s and PostgreSQL's CPU µs a row of each."""
+
+    create: float
+    replace: float
+    create_cpu_us: float
+    replace_cpu_us: float
+
+
+def ceiling_once(conninfo: str, table: str, count: int) -> Ceiling:
+    """Create, then replace, `count` customers of a new business in `table`."""
     from core import ids
 
     partner_id, business_id = _ceiling_business(conninfo, f"ceiling-{uuid.uuid4().hex[:8]}")
     row_ids = ids.new_ids(ids.CUSTOMER, count)
     created = _ceiling_rows(customers(count, version=1), row_ids)
     replaced = _ceiling_rows(customers(count, version=2), row_ids)
-    create = ceiling_upsert(conninfo, table=table, partner_id=partner_id, business_id=business_id, rows=created, seq=1)
-    replace = ceiling_upsert(
+    create, create_cpu = ceiling_upsert(
+        conninfo, table=table, partner_id=partner_id, business_id=business_id, rows=created, seq=1
+    )
+    replace, replace_cpu = ceiling_upsert(
         conninfo, table=table, partner_id=partner_id, business_id=business_id, rows=replaced, seq=2
     )
-    return create, replace
+    return Ceiling(create, replace, create_cpu, replace_cpu)
 
 
 def measure_ceilings(conninfo: str, count: int, repeats: int) -> dict[str, dict[str, Any]]:
@@ -287,7 +313,7 @@ def measure_ceilings(conninfo: str, count: int, repeats: int) -> dict[str, dict[
     with psycopg.connect(conninfo, autocommit=True) as conn:
         for statement in RULES_TABLE_DDL:
             conn.execute(statement)
-    samples: dict[str, list[tuple[float, float]]] = {"rules": [], "own_table": []}
+    samples: dict[str, list[Ceiling]] = {"rules": [], "own_table": []}
     for i in range(repeats):
         order = (("rules", RULES_TABLE), ("own_table", OWN_TABLE))
         for name, table in order if i % 2 == 0 else reversed(order):
@@ -298,12 +324,16 @@ def measure_ceilings(conninfo: str, count: int, repeats: int) -> dict[str, dict[
     return {name: _ceiling_summary(runs) for name, runs in samples.items()}
 
 
-def _ceiling_summary(runs: list[tuple[float, float]]) -> dict[str, Any]:
+def _ceiling_summary(runs: list[Ceiling]) -> dict[str, Any]:
     return {
-        "create_rows_per_s": round(statistics.median(c for c, _ in runs)),
-        "replace_rows_per_s": round(statistics.median(r for _, r in runs)),
-        "create_samples": [round(c) for c, _ in runs],
-        "replace_samples": [round(r) for _, r in runs],
+        "create_rows_per_s": round(statistics.median(c.create for c in runs)),
+        "replace_rows_per_s": round(statistics.median(c.replace for c in runs)),
+        "create_samples": [round(c.create) for c in runs],
+        "replace_samples": [round(c.replace) for c in runs],
+        "postgres_cpu_us_per_row": {
+            "create": round(statistics.median(c.create_cpu_us for c in runs), 1),
+            "replace": round(statistics.median(c.replace_cpu_us for c in runs), 1),
+        },
     }
 
 
@@ -318,6 +348,7 @@ class Service:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_dir = log_dir
+        self.database = servers.database_name
         self.env = dict(os.environ)
         self.env.update(
             DATABASE_URL=servers.database_url,
@@ -493,6 +524,60 @@ class PeakRSS:
         }
 
 
+class CpuMeter:
+    """CPU time (user + system) process groups spend while a block runs: each group's processes listed at the start
+    and again at the end (one that started in between counts from zero; one that ended in between is lost).
+
+    The groups: the service's process trees by name, and `postgres`, the backends of the scratch database (their
+    process titles name it; none when the server is not on this machine).
+    """
+
+    def __init__(self, service: Service, names: tuple[str, ...], database: str | None) -> None:
+        self.service = service
+        self.names = names
+        self.database = database
+        self._start: dict[str, dict[int, float]] = {}
+        self.seconds: dict[str, float] = {}
+
+    def _processes(self, name: str) -> list[psutil.Process]:
+        if name != "postgres":
+            return self.service.tree(name)
+        assert self.database is not None
+        title = f" {self.database} "
+        found = []
+        for process in psutil.process_iter(["cmdline"]):
+            with suppress(psutil.Error, TypeError):
+                if title in " ".join(process.info["cmdline"] or ()):
+                    found.append(process)
+        return found
+
+    def _snapshot(self) -> dict[str, dict[int, float]]:
+        snapshot: dict[str, dict[int, float]] = {}
+        for name in (*self.names, *(("postgres",) if self.database else ())):
+            snapshot[name] = {}
+            for process in self._processes(name):
+                with suppress(psutil.Error):
+                    times = process.cpu_times()
+                    snapshot[name][process.pid] = times.user + times.system
+        return snapshot
+
+    def __enter__(self) -> CpuMeter:
+        self._start = self._snapshot()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        end = self._snapshot()
+        for name, pids in end.items():
+            before = self._start.get(name, {})
+            if not pids and not before:  # no such processes here (a server on another machine)
+                continue
+            self.seconds[name] = sum(max(0.0, cpu - before.get(pid, 0.0)) for pid, cpu in pids.items())
+
+    def per(self, count: int, unit: float) -> dict[str, float]:
+        """Each group's CPU time for one of `count` things, in `unit`s of a second (1e6: µs)."""
+        return {name: round(seconds / count * unit, 2) for name, seconds in self.seconds.items()} if count else {}
+
+
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -585,6 +670,8 @@ class LoadResult:
     latencies_ms: list[float]
     errors: int
     header_seen: int = 0
+    # CPU time each process group spent over the measured time (CpuMeter), in seconds.
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def requests_per_s(self) -> float:
@@ -599,6 +686,11 @@ class LoadResult:
             "requests_per_s": round(self.requests_per_s, 1),
             "p50_ms": round(percentile(self.latencies_ms, 50), 2),
             "p99_ms": round(percentile(self.latencies_ms, 99), 2),
+            "cpu_ms_per_request": {
+                name: round(seconds / len(self.latencies_ms) * 1000, 3) for name, seconds in self.cpu_seconds.items()
+            }
+            if self.latencies_ms
+            else {},
         }
 
 
@@ -611,6 +703,7 @@ def pooled(name: str, runs: list[LoadResult]) -> LoadResult:
         latencies_ms=[ms for r in runs for ms in r.latencies_ms],
         errors=sum(r.errors for r in runs),
         header_seen=sum(r.header_seen for r in runs),
+        cpu_seconds={name: sum(r.cpu_seconds.get(name, 0.0) for r in runs) for name in runs[0].cpu_seconds},
     )
 
 
@@ -697,13 +790,20 @@ class SyncLoad:
             header_seen=sum(self._seen),
         )
 
-    def timed(self, seconds: float, warmup: float = 1.0) -> LoadResult:
-        """Start, warm up unmeasured for `warmup` seconds, measure for `seconds`, stop."""
+    def timed(self, seconds: float, warmup: float = 1.0, cpu: CpuMeter | None = None) -> LoadResult:
+        """Start, warm up unmeasured for `warmup` seconds, measure for `seconds`, stop; `cpu` meters the measured
+        seconds."""
         self.start()
         time.sleep(warmup)
         self.measure()
-        time.sleep(seconds)
-        return self.stop()
+        if cpu is None:
+            time.sleep(seconds)
+            return self.stop()
+        with cpu:
+            time.sleep(seconds)
+        result = self.stop()
+        result.cpu_seconds = dict(cpu.seconds)
+        return result
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -790,12 +890,16 @@ def measure(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, list[fl
             for action, version in (("create", 1), ("replace", 2)):
                 body = json_body(customers(n, version=version))
                 with phase(f"JSON batch of {n} customers, {action} ({len(body) / 2**20:.1f} MiB)", quiet):
-                    with PeakRSS(service, ("api", "worker")) as peaks:
+                    with (
+                        PeakRSS(service, ("api", "worker")) as peaks,
+                        CpuMeter(service, ("api", "worker"), service.database) as cpu,
+                    ):
                         run = run_job(client, business_id, body, records=n, ndjson=False)
                     expected = "created" if action == "create" else "replaced"
                     if run.job["counts"][expected] != n:
                         raise SystemExit(f"{action}: expected {n} {expected}, got {run.job['counts']}")
                     result["end_to_end"][action] = _run_summary(run, result["ceiling"], action)
+                    result["end_to_end"][action]["cpu_us_per_record"] = cpu.per(n, 1e6)
                     result["rss_mb"][f"api_json_{action}"] = peaks.mb("api")
                     result["rss_mb"][f"worker_json_{action}"] = peaks.mb("worker")
 
@@ -845,16 +949,18 @@ def single_sync_phase(
 ) -> tuple[dict[str, Any], dict[str, LoadResult]]:
     """The same load against the service, the bare peer and the service with the budget counted, taking turns."""
     path = f"/sync/businesses/{business_id}/customers"
-    targets: dict[str, tuple[str, str, tuple[str, str] | None]] = {
-        "service": (service.url, path, partner.auth),
-        "peer": (peer_url, "/customers", None),
-        "service_budget_on": (budget_url, path, partner.auth),
+    # Each target: its URL, path, credentials and the process tree that serves it (its CPU time is metered).
+    targets: dict[str, tuple[str, str, tuple[str, str] | None, str]] = {
+        "service": (service.url, path, partner.auth, "api"),
+        "peer": (peer_url, "/customers", None, "peer"),
+        "service_budget_on": (budget_url, path, partner.auth, "api-budget"),
     }
     runs: dict[str, list[LoadResult]] = {name: [] for name in targets}
     for _ in range(args.rounds):
-        for name, (url, target_path, auth) in targets.items():
+        for name, (url, target_path, auth, server) in targets.items():
             load = SyncLoad(name, url, target_path, auth=auth, clients=args.clients, header="ratelimit")
-            runs[name].append(load.timed(args.seconds))
+            meter = CpuMeter(service, (server,), service.database)
+            runs[name].append(load.timed(args.seconds, cpu=meter))
     loads = {name: pooled(name, rs) for name, rs in runs.items()}
     service_, peer, budget = (loads[name].summary() for name in targets)
     document: dict[str, Any] = {
@@ -1028,6 +1134,21 @@ def table(result: dict[str, Any]) -> str:
             f"({run['ratio_to_rules_ceiling']:.2f} × rules' ceiling, {run['ratio_to_own_table_ceiling']:.2f} × own "
             f"table's; {run['total_s']:.2f} s; POST → 202 {run['acceptance_s']:.2f} s; "
             f"GET /jobs p50 {run['get_job_p50_ms']:.1f} ms, p99 {run['get_job_p99_ms']:.1f} ms) |"
+        )
+    for action in ("create", "replace"):
+        cpu = e2e[action].get("cpu_us_per_record", {})
+        lines.append(
+            f"| CPU time a record, end to end {action} | "
+            + ", ".join(f"{name} {us:.1f} µs" for name, us in cpu.items())
+            + f" (PostgreSQL in the ceilings: rules' table {rules['postgres_cpu_us_per_row'][action]:.1f} µs, "
+            f"own table {own['postgres_cpu_us_per_row'][action]:.1f} µs) |"
+        )
+    for name in ("service", "peer", "service_budget_on"):
+        cpu = single[name].get("cpu_ms_per_request", {})
+        lines.append(
+            f"| CPU time a request, single sync, {name.replace('_', ' ')} | "
+            + ", ".join(f"{group} {ms:.2f} ms" for group, ms in cpu.items())
+            + " |"
         )
     lines += [
         _load_line(f"single sync, service, {clients} clients", single["service"]),

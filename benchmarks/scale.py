@@ -6,7 +6,8 @@ On a scratch database and the real processes, as `make bench`:
    100 000 new customers, each to a new business (5, 3 and 1 times; medians), records/s and the time from the POST
    to the poll that saw `completed` (polled every 10 ms for the small ones, 50 ms for 100 000);
 2. then, at the base size and with the customers table grown to 1 M and 5 M rows (10 M with `--max-rows 10000000`
-   when the disk allows; otherwise 10 M is extrapolated from 1 M and 5 M, and said so): the own table's ceiling
+   when the disk allows; otherwise 10 M is extrapolated from 1 M and 5 M, on a straight line in log(rows), and
+   said so): the own table's ceiling
    (COPY + INSERT … ON CONFLICT of 100 000 rows, create and replace), a 100 000-record batch end to end, create then
    replace, and single sync (8 clients, 5 s).
 
@@ -23,6 +24,7 @@ Writes benchmarks/results/scale.json and scale.md, and docs/perf-scale.png and d
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shutil
 import statistics
@@ -93,9 +95,9 @@ def fill(conninfo: str, *, first: int, rows: int, quiet: bool) -> float:
                 " full_name, metadata, last_seq) "
                 "SELECT 'cus_00' || lpad(g::text, 24, '0'), "
                 f" 'biz_00' || lpad((g / {FILLER_PER_BUSINESS})::text, 24, '0'), %(partner)s, "
-                f" 'f-' || lpad((g % {FILLER_PER_BUSINESS})::text, 7, '0'), 'f' || g || '@example.com', "
-                " '+1 555 ' || lpad((g % 10000)::text, 4, '0'), 'Filler customer ' || g, "
-                " jsonb_build_object('tier', CASE WHEN g % 3 = 0 THEN 'silver' ELSE 'gold' END, 'n', g), 1 "
+                f" 'f-' || lpad((g %% {FILLER_PER_BUSINESS})::text, 7, '0'), 'f' || g || '@example.com', "
+                " '+1 555 ' || lpad((g %% 10000)::text, 4, '0'), 'Filler customer ' || g, "
+                " jsonb_build_object('tier', CASE WHEN g %% 3 = 0 THEN 'silver' ELSE 'gold' END, 'n', g), 1 "
                 "FROM generate_series(%(g0)s::bigint, %(g1)s::bigint) g",
                 {"partner": FILLER_PARTNER, "g0": start, "g1": end},
             )
@@ -159,7 +161,8 @@ def measure_point(
     """At the table's present size: the own table's ceiling, a batch end to end (create, replace), single sync."""
     rows = count_rows(conninfo)
     n = args.records
-    ceiling_create, ceiling_replace = ceiling_once(conninfo, OWN_TABLE, n)
+    ceiling = ceiling_once(conninfo, OWN_TABLE, n)
+    ceiling_create, ceiling_replace = ceiling.create, ceiling.replace
     business_id = new_business(client, f"scale-{rows}")
     runs = {}
     for action, version in (("create", 1), ("replace", 2)):
@@ -201,13 +204,14 @@ EXTRAPOLATED_KEYS = (
 
 
 def extrapolate(points: list[dict[str, Any]], rows: int) -> dict[str, Any]:
-    """A straight line through the last two measured points, carried on to `rows` (no figure below zero)."""
+    """Each figure carried on to `rows` along a straight line in log(rows) through the last two measured points
+    (a B-tree's depth, and so the cost of each lookup, grows with the log of its size); none below zero."""
     a, b = points[-2], points[-1]
-    span = b["rows"] - a["rows"]
+    span = math.log(b["rows"]) - math.log(a["rows"])
     point: dict[str, Any] = {"rows": rows, "rows_millions": round(rows / 1e6, 3), "extrapolated": True}
     for key in EXTRAPOLATED_KEYS:
         slope = (b[key] - a[key]) / span if span else 0.0
-        point[key] = round(max(0.0, b[key] + slope * (rows - b["rows"])), 1)
+        point[key] = round(max(0.0, b[key] + slope * (math.log(rows) - math.log(b["rows"]))), 1)
     point["create_ratio_to_ceiling"] = round(point["create_records_per_s"] / point["ceiling_create_rows_per_s"], 3)
     point["replace_ratio_to_ceiling"] = round(point["replace_records_per_s"] / point["ceiling_replace_rows_per_s"], 3)
     return point
@@ -262,12 +266,16 @@ def measure_scale(args: argparse.Namespace) -> dict[str, Any]:
                     settle(conninfo)
                 with phase(f"measuring at {count_rows(conninfo):,} rows", quiet):
                     points.append(measure_point(service, client, partner, conninfo, args))
-        if points[-1]["rows"] < 9_000_000 and len(points) >= 2:
-            points.append(extrapolate(points, 10_000_000))
+        grown = [p for p in points if p["rows"] >= 900_000]
+        if points[-1]["rows"] < 9_000_000 and len(grown) >= 2:
+            points.append(extrapolate(grown, 10_000_000))
             result["notes"].append(
-                "10 M rows extrapolated (a straight line through the last two measured points), not measured: "
+                f"10 M rows extrapolated, not measured: each figure on a straight line in log(rows) through "
+                f"{grown[-2]['rows_millions']:.1f} M and {grown[-1]['rows_millions']:.1f} M rows; "
                 "run with --max-rows 10000000 where the disk allows"
             )
+        elif points[-1]["rows"] < 9_000_000:
+            result["notes"].append("10 M rows neither measured nor extrapolated (fewer than two points past 1 M)")
     finally:
         service.stop()
         servers.close(keep=args.keep)
