@@ -1,23 +1,33 @@
-"""The performance benchmark: the service end to end, side by side with the database's own ceiling, in one run.
+"""The performance benchmark: the service end to end, side by side with the database's own ceilings and a bare
+peer, in one run.
 
-    make bench                     # or: python -m benchmarks.bench [--records N] [--json-only]
+    make bench                     # or: python -m benchmarks.bench [--records N] [--rounds N] [--json-only]
+    make bench-scale               # or: python -m benchmarks.bench --scale [--max-rows N] (benchmarks/scale.py)
 
 It creates a scratch database on `DATABASE_URL`'s server (default: the machine's PostgreSQL at 127.0.0.1; the
 embedded one when no server answers), uses `REDIS_URL` (a queue of its own) or else a spare, empty database of the
 machine's Redis at 127.0.0.1:6379 (or an embedded Redis), starts the real processes (`pfsync api`, `pfsync
 worker`, `pfsync scheduler`) on them, each with its defaults, and measures:
 
-- the ceiling: the same customer rows written by COPY into a temporary table, then one
-  `INSERT … SELECT … ON CONFLICT DO UPDATE`, create and replace;
+- two ceilings: the same customer rows written by COPY into a temporary table, then one
+  `INSERT … SELECT … ON CONFLICT DO UPDATE`, create and replace, into `ceiling_rules` (only what the sync rules
+  need: primary key, unique (business_id, external_id), unique (business_id, lower(email_address))) and into the
+  service's own `customers` table; each 3 times, the tables taking turns, medians;
 - end to end: an HTTP POST of the batch until its job is `completed`, create and then replace; records/s and the
-  ratio to the ceiling; the acceptance latency (POST → 202); `GET /jobs/{id}` latency while the job runs;
-- single sync: requests/s, p50 and p99 under concurrent clients;
+  ratio to each ceiling; the acceptance latency (POST → 202); `GET /jobs/{id}` latency while the job runs; CPU
+  time a record of the API, the worker and the scratch database's PostgreSQL backends;
+- single sync: the same clients (threads with keep-alive httpx connections) against the service, against a bare
+  FastAPI + psycopg route (benchmarks/peer.py, as many uvicorn processes as `pfsync api`) and against a second
+  `pfsync api` whose partner budget is counted but set too high to be reached, taking turns: requests/s, p50,
+  p99, CPU time a request, and the ratio of the service to the peer;
+- single sync while another partner's business's batch is `running`, against the same idle: p99 ratio;
 - peak RSS of the API and of the worker for a JSON body and for NDJSON bodies of two sizes;
 - fairness: the time to completion of another partner's small job sent while a large job runs.
 
-It prints a table and a JSON document, also written to benchmarks/results/latest.json, then drops the scratch
-database; the exit status is 1 if a target of issue 6 is missed. Process logs are kept in benchmarks/results/logs/.
-Method and figures: docs/performance.md.
+It prints a table and a JSON document, also written to benchmarks/results/latest.json (the single-sync latencies
+to latencies.json), draws docs/perf-latency.png, then drops the scratch database; the exit status is 1 if a
+target of issue 15 or 6 is missed. Process logs are kept in benchmarks/results/logs/. Method and figures:
+docs/performance.md.
 """
 
 from __future__ import annotations
@@ -528,8 +538,8 @@ class CpuMeter:
     """CPU time (user + system) process groups spend while a block runs: each group's processes listed at the start
     and again at the end (one that started in between counts from zero; one that ended in between is lost).
 
-    The groups: the service's process trees by name, and `postgres`, the backends of the scratch database (their
-    process titles name it; none when the server is not on this machine).
+    The groups: the service's process trees by name, `client` (this process), and `postgres`, the backends of the
+    scratch database (their process titles name it; none when the server is not on this machine).
     """
 
     def __init__(self, service: Service, names: tuple[str, ...], database: str | None) -> None:
@@ -540,6 +550,8 @@ class CpuMeter:
         self.seconds: dict[str, float] = {}
 
     def _processes(self, name: str) -> list[psutil.Process]:
+        if name == "client":  # this process: the load's client threads (its main thread sleeps meanwhile)
+            return [psutil.Process()]
         if name != "postgres":
             return self.service.tree(name)
         assert self.database is not None
@@ -930,6 +942,10 @@ def measure(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, list[fl
             idle = loads["service"]
             result["during_batch"]["idle"] = idle.summary()
             result["during_batch"]["p99_ratio"] = round(percentile(busy.latencies_ms, 99) / idle.summary()["p99_ms"], 2)
+            # What the single syncs cost the batch: its records/s under their load ÷ the JSON create's alone.
+            result["during_batch"]["batch"]["ratio_to_create_alone"] = round(
+                result["during_batch"]["batch"]["records_per_s"] / result["end_to_end"]["create"]["records_per_s"], 3
+            )
             latencies = {
                 "service, idle": idle.latencies_ms,
                 "service, budget counted": loads["service_budget_on"].latencies_ms,
@@ -959,7 +975,7 @@ def single_sync_phase(
     for _ in range(args.rounds):
         for name, (url, target_path, auth, server) in targets.items():
             load = SyncLoad(name, url, target_path, auth=auth, clients=args.clients, header="ratelimit")
-            meter = CpuMeter(service, (server,), service.database)
+            meter = CpuMeter(service, (server, "client"), service.database)
             runs[name].append(load.timed(args.seconds, cpu=meter))
     loads = {name: pooled(name, rs) for name, rs in runs.items()}
     service_, peer, budget = (loads[name].summary() for name in targets)
@@ -1161,7 +1177,8 @@ def table(result: dict[str, Any]) -> str:
         _load_line(f"single sync during another business's {busy['batch']['records']:,}-record batch",
                    busy["during"]),
         f"| single sync p99, during the batch ÷ idle | {busy['p99_ratio']:.2f} (the batch "
-        f"{busy['batch']['total_s']:.2f} s, {busy['batch']['records_per_s']:,} records/s) |",
+        f"{busy['batch']['total_s']:.2f} s, {busy['batch']['records_per_s']:,} records/s, "
+        f"{busy['batch']['ratio_to_create_alone']:.2f} × the JSON create's alone) |",
     ]  # fmt: skip
     for name, peak in result["rss_mb"].items():
         label = name.replace("_", " ")
