@@ -1214,6 +1214,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--max-rows", type=int, default=5_000_000, help="--scale: grow the customers table up to this (default 5 M)"
     )
+    parser.add_argument(
+        "--scale-repeats", type=int, default=2, help="--scale: ceilings and batches at each size (default 2, medians)"
+    )
     parser.add_argument("--no-pictures", action="store_true", help="draw no PNG into docs/")
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
     parser.add_argument("--json-only", action="store_true", help="print only the JSON document")

@@ -9,7 +9,7 @@ On a scratch database and the real processes, as `make bench`:
    when the disk allows; otherwise 10 M is extrapolated from 1 M and 5 M, on a straight line in log(rows), and
    said so): the own table's ceiling
    (COPY + INSERT … ON CONFLICT of 100 000 rows, create and replace), a 100 000-record batch end to end, create then
-   replace, and single sync (8 clients, 5 s).
+   replace, each twice (`--scale-repeats`; medians), and single sync (8 clients, 5 s).
 
 The table grows by set-based inserts (`generate_series`) straight into `customers`, for filler businesses of
 100 000 customers each of one filler partner, in transactions of 500 000 rows, foreign keys not checked
@@ -158,33 +158,43 @@ def batch_size_curve(client: httpx.Client, quiet: bool) -> list[dict[str, Any]]:
 def measure_point(
     service: Service, client: httpx.Client, partner: Partner, conninfo: str, args: argparse.Namespace
 ) -> dict[str, Any]:
-    """At the table's present size: the own table's ceiling, a batch end to end (create, replace), single sync."""
+    """At the table's present size, `--scale-repeats` times: the own table's ceiling, then a batch end to end
+    (create, replace) to a new business; medians. Then single sync once."""
     rows = count_rows(conninfo)
     n = args.records
-    ceiling = ceiling_once(conninfo, OWN_TABLE, n)
-    ceiling_create, ceiling_replace = ceiling.create, ceiling.replace
-    business_id = new_business(client, f"scale-{rows}")
-    runs = {}
-    for action, version in (("create", 1), ("replace", 2)):
-        runs[action] = run_job(client, business_id, json_body(customers(n, version=version)), records=n, ndjson=False)
+    samples: dict[str, list[float]] = {"ceiling_create": [], "ceiling_replace": [], "create": [], "replace": []}
+    totals: dict[str, list[float]] = {"create": [], "replace": []}
+    for r in range(args.scale_repeats):
+        ceiling = ceiling_once(conninfo, OWN_TABLE, n)
+        samples["ceiling_create"].append(ceiling.create)
+        samples["ceiling_replace"].append(ceiling.replace)
+        business_id = new_business(client, f"scale-{rows}-{r}")
+        for action, version in (("create", 1), ("replace", 2)):
+            body = json_body(customers(n, version=version))
+            run = run_job(client, business_id, body, records=n, ndjson=False)
+            samples[action].append(run.records_per_s)
+            totals[action].append(run.total_s)
     single_business = new_business(client, f"scale-single-{rows}")
     single = SyncLoad(
         "service", service.url, f"/sync/businesses/{single_business}/customers", auth=partner.auth,
         clients=args.clients,
     ).timed(args.seconds)  # fmt: skip
     s = single.summary()
+    median = {key: statistics.median(values) for key, values in samples.items()}
     return {
         "rows": rows,
         "rows_millions": round(rows / 1e6, 3),
         "extrapolated": False,
-        "ceiling_create_rows_per_s": round(ceiling_create),
-        "ceiling_replace_rows_per_s": round(ceiling_replace),
-        "create_records_per_s": round(runs["create"].records_per_s),
-        "replace_records_per_s": round(runs["replace"].records_per_s),
-        "create_total_s": round(runs["create"].total_s, 3),
-        "replace_total_s": round(runs["replace"].total_s, 3),
-        "create_ratio_to_ceiling": round(runs["create"].records_per_s / ceiling_create, 3),
-        "replace_ratio_to_ceiling": round(runs["replace"].records_per_s / ceiling_replace, 3),
+        "repeats": args.scale_repeats,
+        "ceiling_create_rows_per_s": round(median["ceiling_create"]),
+        "ceiling_replace_rows_per_s": round(median["ceiling_replace"]),
+        "create_records_per_s": round(median["create"]),
+        "replace_records_per_s": round(median["replace"]),
+        "create_total_s": round(statistics.median(totals["create"]), 3),
+        "replace_total_s": round(statistics.median(totals["replace"]), 3),
+        "create_ratio_to_ceiling": round(median["create"] / median["ceiling_create"], 3),
+        "replace_ratio_to_ceiling": round(median["replace"] / median["ceiling_replace"], 3),
+        "samples": {key: [round(v) for v in values] for key, values in samples.items()},
         "single_requests_per_s": s["requests_per_s"],
         "single_p50_ms": s["p50_ms"],
         "single_p99_ms": s["p99_ms"],
@@ -233,6 +243,7 @@ def measure_scale(args: argparse.Namespace) -> dict[str, Any]:
             "records": args.records,
             "sizes": sizes,
             "max_rows": args.max_rows,
+            "repeats": args.scale_repeats,
             "single_sync_clients": args.clients,
             "single_sync_seconds": args.seconds,
             "api_processes": service.api_processes,
