@@ -41,7 +41,7 @@ def latency(series: dict[str, list[float]], caption: str, path: Path = LATENCY_P
     plt = _pyplot()
     if plt is None:
         return None
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=110)
     for name, values in series.items():
         if not values:
             continue
@@ -57,7 +57,7 @@ def latency(series: dict[str, list[float]], caption: str, path: Path = LATENCY_P
     ax.axhline(0.5, color="grey", linewidth=0.6, linestyle=":")
     ax.set_ylim(0, 1.01)
     ax.grid(True, which="both", linewidth=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
     ax.set_title("Single-record sync latency, 8 keep-alive clients", fontsize=10)
     fig.text(0.01, 0.01, caption, fontsize=7, color="dimgrey")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
