@@ -1,11 +1,18 @@
 # Developer shortcuts, run with the project's virtualenv (override with PYTHON=...).
 PYTHON ?= .venv/bin/python
 
-.PHONY: bench chaos abuse lock
+.PHONY: bench bench-scale chaos abuse lock
 
-# The performance benchmark (benchmarks/bench.py).
+# The performance benchmark (benchmarks/bench.py, about 3 minutes): the service end to end beside PostgreSQL's own
+# ceilings, single sync beside a bare FastAPI + psycopg peer, and during another business's batch (docs/performance.md).
 bench:
 	$(PYTHON) -m benchmarks.bench
+
+# The scale curve (benchmarks/scale.py, about 10 minutes): a batch and single sync as the customers table grows to
+# 1 M and 5 M rows, and records/s against batch size. 10 M rows too: make bench-scale MAX_ROWS=10000000.
+MAX_ROWS ?= 5000000
+bench-scale:
+	$(PYTHON) -m benchmarks.bench --scale --max-rows $(MAX_ROWS)
 
 # The chaos drill: a 30 000-record job through pfsync api/worker/scheduler on a scratch PostgreSQL and Redis while
 # workers are killed, Redis is flushed and restarted and PostgreSQL restarts (docs/reliability.md).
