@@ -4,6 +4,11 @@ A chunk is processed in one transaction that holds an advisory lock on it for it
 counted first, in its own committed transaction, so a worker killed mid-chunk leaves the count behind: a chunk
 that keeps killing its worker ends, after PFSYNC_MAX_CHUNK_ATTEMPTS, with its records `failed` (internal_error).
 Results and counters are written in the same transaction as the records they describe.
+
+A dry run's chunk (SPEC §9) goes through the same steps and the same rules, but its records are previewed, not
+applied: their rows are read without a lock, over what the job's earlier chunks would have made of them
+(`dry_run_rows`, written in the same transaction as the results that describe them), and nothing is written to
+businesses or customers.
 """
 
 from __future__ import annotations
@@ -26,9 +31,9 @@ from core.jobs.admission import ChunkKey, admit_jobs, release_window
 from core.jobs.schemas import FINISHED
 from core.jobs.service import get_job
 from core.models import SyncJob
-from core.records.repository import apply_isolating
-from core.records.rules import CANCELLED, FAILED, Payload, RecordOutcome, Scope
-from core.records.schemas import parse_record
+from core.records.repository import apply_isolating, preview_records
+from core.records.rules import CANCELLED, FAILED, Payload, RecordOutcome, Row, Scope
+from core.records.schemas import WRITABLE, parse_record
 from core.webhooks.service import enqueue_job_finished
 
 log = logging.getLogger(__name__)
@@ -116,6 +121,8 @@ def _finish(
     done = ChunkDone(outcomes=counts)
     if row.finished:
         done.finished_job = job.id
+        if job.dry_run:
+            repository.forget_dry_run_rows(session, job_id=job.id)
         # The webhook's outbox row commits with the job's end, or not at all.
         enqueue_job_finished(session, job_id=job.id)
         done.to_publish = admit_jobs(session, job.partner_id)
@@ -162,7 +169,8 @@ def process_chunk(session: Session, *, job_id: str, chunk_no: int, claim: Callab
     attempts = claim()
     if attempts is None:
         return None
-    job = session.get(SyncJob, job_id)
+    # Read afresh: its counters (and a cancel) may have moved since this session last saw it.
+    job = session.get(SyncJob, job_id, populate_existing=True)
     assert job is not None
     # From here the worker's log lines also name the partner and the request that submitted the job.
     with logs.bound(partner_id=job.partner_id, request_id=job.request_id):
@@ -175,7 +183,11 @@ def process_chunk(session: Session, *, job_id: str, chunk_no: int, claim: Callab
         records, labels = _decode(job.type, chunk.first_index, bytes(chunk.payload), chunk.rejections)
         _test_crash_hook(records)
         scope = Scope(job.type, job.partner_id, job.business_id)  # type: ignore[arg-type]
-        outcomes = apply_isolating(session, scope=scope, seq=job.seq, records=records)
+        if job.dry_run:
+            outcomes = _preview_chunk(session, job, chunk_no, scope, records)
+        else:
+            assert job.seq is not None
+            outcomes = apply_isolating(session, scope=scope, seq=job.seq, records=records)
         for outcome in outcomes:
             if outcome.external_id is None and outcome.index in labels:
                 outcome.external_id = labels[outcome.index]
@@ -187,6 +199,25 @@ def process_chunk(session: Session, *, job_id: str, chunk_no: int, claim: Callab
             | {f"outcome_{name}": count for name, count in done.outcomes.items()},
         )
         return done
+
+
+def _preview_chunk(
+    session: Session, job: SyncJob, chunk_no: int, scope: Scope, records: list[tuple[int, Payload | list[FieldError]]]
+) -> list[RecordOutcome]:
+    """A dry run of one chunk: every record's would-be outcome, seeing what the job's earlier chunks (all processed:
+    a dry run's chunks go one at a time, in order) would have done; the rows this one would replace are recorded
+    for the chunks after it."""
+
+    def earlier(row_ids: list[str]) -> dict[str, Row]:
+        return repository.dry_run_rows(session, job_id=job.id, row_ids=row_ids)
+
+    # Only a replaced record leaves a would-be row: none so far, nothing to look up.
+    preview = preview_records(session, scope=scope, records=records, overlay=earlier if job.replaced else None)
+    if chunk_no < job.chunk_count - 1:
+        columns = WRITABLE[scope.kind]
+        states = {row["id"]: {c: row[c] for c in columns} for row in preview.replaced}
+        repository.save_dry_run_rows(session, job_id=job.id, states=states)
+    return preview.outcomes
 
 
 def cancel_job(session: Session, *, partner_id: str, job_id: str) -> tuple[SyncJob, list[ChunkKey]]:
