@@ -352,10 +352,17 @@ def finish_chunk(
 
 
 def dry_run_rows(session: Session, *, job_id: str, row_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """The would-be state of those rows that the dry run's processed chunks would have replaced, by row id."""
+    """The would-be state of those rows that the dry run's processed chunks would have replaced, by row id.
+
+    Each id is looked up through the primary key on its own (OFFSET 0 keeps the lookups apart): the table grows by
+    a chunk's rows at a time, faster than statistics follow, and `row_id = ANY(…)` could be read as a filter over
+    every row the job wrote so far, a chunk at a time: quadratic in the job's size.
+    """
     cur = driver_connection(session).execute(
-        "SELECT row_id, state::text FROM dry_run_rows WHERE job_id = %s AND row_id = ANY(%s::text[])",
-        (job_id, text_array(list(row_ids))),
+        "SELECT d.row_id, d.state::text FROM unnest(%s::text[]) AS k(id) "
+        "CROSS JOIN LATERAL (SELECT row_id, state FROM dry_run_rows WHERE job_id = %s AND row_id = k.id OFFSET 0) AS d",
+        (text_array(list(row_ids)), job_id),
+        prepare=False,  # as core.records.repository.load_rows, for the same reason
     )
     return {row_id: orjson.loads(state) for row_id, state in cur.fetchall()}
 

@@ -82,3 +82,25 @@ def test_a_business_the_statistics_do_not_know_is_read_by_key_not_whole(session:
     )
     assert sorted(row["external_id"] for row in rows) == sorted(keys)
     assert [row["id"] for row in rows] == sorted(row["id"] for row in rows)  # (locked) in id order
+
+
+@pytest.mark.parametrize("lock", [True, False], ids=["locked", "dry_run"])
+def test_a_connection_keeps_no_plan_made_while_the_table_was_small(session: Session, lock: bool) -> None:
+    """A prepared statement keeps one generic plan for the connection's life. Made on an empty business (a worker's
+    first chunks on a new database), it reads the whole business for each key once the business has grown, so the
+    load must be planned afresh each time, never prepared."""
+    partner = make_partner("plans")
+    business = _business(session, partner.partner_id, "small-then-big")
+    cur = driver_connection(session).cursor()
+    scope = Scope("customers", partner.partner_id, business)
+    records = [(i, parse_record("customers", {"external_id": f"c-{i}"})) for i in range(1, 50)]
+    for _ in range(8):  # psycopg prepares a statement from its fifth run on
+        assert load_rows(cur, scope, records, lock=lock) == []
+    prepared = (
+        driver_connection(session)
+        .execute("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE '%CROSS JOIN LATERAL%'")
+        .fetchone()
+    )
+    assert prepared == (0,)
+    _customers(session, partner.partner_id, business, 200)
+    assert len(load_rows(cur, scope, records, lock=lock)) == 49
