@@ -128,6 +128,9 @@ class SyncJob(Base):
     status: Mapped[str] = mapped_column(Text, nullable=False)
     dry_run: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
     seq: Mapped[int | None] = mapped_column(BigInteger)
+    # Whether some record of the batch names its target by `id`: without, a dry run has fewer would-be rows to
+    # carry from one chunk to the next (core.records.rules.NamedKeys). Set at acceptance.
+    names_ids: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
     admitted: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
     chunk_count: Mapped[int] = mapped_column(Integer, nullable=False)
     total: Mapped[int] = mapped_column(Integer, nullable=False)

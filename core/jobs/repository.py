@@ -64,8 +64,11 @@ def list_jobs(
     return list(session.scalars(query.order_by(SyncJob.id.desc()).limit(limit)))
 
 
-def set_job_size(cur: psycopg.Cursor[Any], *, job_id: str, total: int, chunk_count: int) -> None:
-    cur.execute("UPDATE sync_jobs SET total = %s, chunk_count = %s WHERE id = %s", (total, chunk_count, job_id))
+def set_job_size(cur: psycopg.Cursor[Any], *, job_id: str, total: int, chunk_count: int, names_ids: bool) -> None:
+    cur.execute(
+        "UPDATE sync_jobs SET total = %s, chunk_count = %s, names_ids = %s WHERE id = %s",
+        (total, chunk_count, names_ids, job_id),
+    )
 
 
 def mark_running(session: Session, *, job_id: str) -> None:
@@ -192,19 +195,12 @@ def partners_waiting(session: Session) -> list[str]:
 
 
 def release_pending(session: Session, *, job_id: str, count: int, lease_seconds: int) -> list[ChunkKey]:
-    """Queue up to `count` more pending chunks of a job, in order, with a fresh lease; of a dry run, one at most.
-
-    A dry run's chunks are processed one after the other, in input order: each must see what the chunks before it
-    would have done (SPEC §9), which they record (`dry_run_rows`) only once processed. Each finished chunk
-    releases the next one, so a dry run never has more than one chunk queued.
-    """
+    """Queue up to `count` more pending chunks of a job, in order, with a fresh lease."""
     rows = session.execute(
         text(
             f"UPDATE job_chunks SET state = '{_QUEUED}', lease_until = now() + make_interval(secs => :lease) "
             "WHERE (job_id, chunk_no) IN (SELECT job_id, chunk_no FROM job_chunks "
-            f"  WHERE job_id = :job AND state = '{_PENDING}' ORDER BY chunk_no "
-            "  LIMIT (SELECT CASE WHEN dry_run THEN least(:n, 1) ELSE :n END FROM sync_jobs WHERE id = :job) "
-            "  FOR UPDATE SKIP LOCKED) "
+            f"  WHERE job_id = :job AND state = '{_PENDING}' ORDER BY chunk_no LIMIT :n FOR UPDATE SKIP LOCKED) "
             "RETURNING job_id, chunk_no"
         ),
         {"job": job_id, "n": count, "lease": lease_seconds},
@@ -285,6 +281,25 @@ def try_lock_chunk(session: Session, *, job_id: str, chunk_no: int) -> bool:
             text("SELECT pg_try_advisory_xact_lock(hashtextextended(:j || ':' || :c, 13))"),
             {"j": job_id, "c": str(chunk_no)},
         ).scalar_one()
+    )
+
+
+def chunk_state(session: Session, *, job_id: str, chunk_no: int) -> str | None:
+    """A chunk's state as last committed (None if the job has no such chunk)."""
+    state: str | None = session.execute(
+        text("SELECT state FROM job_chunks WHERE job_id = :j AND chunk_no = :c"), {"j": job_id, "c": chunk_no}
+    ).scalar_one_or_none()
+    return state
+
+
+def give_back_attempt(session: Session, *, job_id: str, chunk_no: int) -> None:
+    """Uncount an attempt at a queued chunk that was given up before anything was done with it."""
+    session.execute(
+        text(
+            "UPDATE job_chunks SET attempts = greatest(attempts - 1, 0) "
+            f"WHERE job_id = :j AND chunk_no = :c AND state = '{_QUEUED}'"
+        ),
+        {"j": job_id, "c": chunk_no},
     )
 
 

@@ -92,7 +92,9 @@ def accept_batch(
             by_chunk.setdefault(index // size, {})[str(index % size)] = [e.as_dict() for e in errors]
         if by_chunk:
             repository.add_rejections(cur, job_id=job.id, by_chunk=by_chunk)
-        repository.set_job_size(cur, job_id=job.id, total=batch.count, chunk_count=chunk_no)
+        repository.set_job_size(
+            cur, job_id=job.id, total=batch.count, chunk_count=chunk_no, names_ids=bool(batch.key_hashes.get("id"))
+        )
     to_publish = admit_jobs(session, partner_id)
     session.refresh(job)
     return Accepted(job, to_publish)

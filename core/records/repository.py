@@ -12,10 +12,8 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from itertools import count
 from typing import Any
 
 import orjson
@@ -28,7 +26,7 @@ from sqlalchemy.orm import Session
 from core import ids
 from core.errors import FieldError
 from core.models import Business, Customer
-from core.records.rules import CREATED, PREVIEW_SEQ, Payload, Plan, RecordOutcome, Row, Scope, plan_records
+from core.records.rules import Payload, Plan, Preview, RecordOutcome, Row, Scope, plan_records, preview
 from core.records.schemas import WRITABLE
 
 log = logging.getLogger(__name__)
@@ -309,52 +307,21 @@ def apply_isolating(
         )
 
 
-@dataclass(slots=True)
-class Preview:
-    """What a dry run of some records would do: each record's outcome, and the would-be state of every stored row
-    it would replace (for what later records of the same dry run must see)."""
-
-    outcomes: list[RecordOutcome]
-    replaced: list[Row]
+def read_rows(
+    session: Session, *, scope: Scope, records: Sequence[tuple[int, Payload | list[FieldError]]]
+) -> list[Row]:
+    """Every row of the scope that the records name, read without a lock: what a dry run plans over. It waits for
+    no writer and makes none wait."""
+    with driver_connection(session).cursor() as cur:
+        return load_rows(cur, scope, records, lock=False)
 
 
 def preview_records(
-    session: Session,
-    *,
-    scope: Scope,
-    records: Sequence[tuple[int, Payload | list[FieldError]]],
-    overlay: Callable[[list[str]], Mapping[str, Row]] | None = None,
+    session: Session, *, scope: Scope, records: Sequence[tuple[int, Payload | list[FieldError]]]
 ) -> Preview:
-    """Plan records by the sync rules, exactly as `apply_records` does, over the stored rows they name, but as a dry
-    run: the rows are read without a lock, nothing is written and no write sequence is taken. A would-be created
-    record has no id; a replaced one says what would change (`changes`).
-
-    `overlay`, given the ids of the rows read, returns the state to see instead of the stored one for some of them:
-    what earlier records of the same dry run would have made of those rows. Only stored rows need it: a later record
-    cannot name a row an earlier one would create, for it would share that record's id, external_id or email
-    address, and both would fail `duplicate_in_batch` (SPEC §4).
-    """
-    with driver_connection(session).cursor() as cur:
-        rows = load_rows(cur, scope, records, lock=False)
-    if overlay is not None and rows:
-        would_be = overlay([row["id"] for row in rows])
-        for row in rows:
-            state = would_be.get(row["id"])
-            if state is not None:
-                row.update(state)
-    numbers = count()
-    plan = plan_records(
-        scope=scope,
-        seq=PREVIEW_SEQ,
-        records=records,
-        rows=rows,
-        new_id=lambda: f"would-be-created-{next(numbers)}",
-        describe_changes=True,
-    )
-    for outcome in plan.outcomes:
-        if outcome.outcome == CREATED:
-            outcome.id = None
-    return Preview(plan.outcomes, plan.replaces)
+    """A dry run of records against the stored rows they name (`read_rows`, then `core.records.rules.preview`):
+    nothing is locked or written and no write sequence is taken."""
+    return preview(scope=scope, records=records, rows=read_rows(session, scope=scope, records=records))
 
 
 def stored_by_ids(session: Session, *, kind: str, ids: Sequence[str]) -> list[Business] | list[Customer]:

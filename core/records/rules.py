@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from itertools import count
 from typing import Any, Literal
 
 import orjson
@@ -269,6 +270,68 @@ def plan_records(
     plan.touches = sorted(touched - changed.keys())
     plan.release_first &= changed.keys()
     return plan
+
+
+@dataclass(slots=True)
+class Preview:
+    """What a dry run of some records would do: each record's outcome, and the would-be state of every stored row
+    it would replace."""
+
+    outcomes: list[RecordOutcome]
+    replaced: list[Row]
+
+
+def preview(*, scope: Scope, records: Sequence[tuple[int, Payload | list[FieldError]]], rows: Sequence[Row]) -> Preview:
+    """Plan records exactly as a real sync does (`plan_records`), as a dry run: as the newest write there is (nothing
+    is superseded), describing each replace's changes; a would-be created record has no id."""
+    numbers = count()
+    plan = plan_records(
+        scope=scope,
+        seq=PREVIEW_SEQ,
+        records=records,
+        rows=rows,
+        new_id=lambda: f"would-be-created-{next(numbers)}",
+        describe_changes=True,
+    )
+    for outcome in plan.outcomes:
+        if outcome.outcome == CREATED:
+            outcome.id = None
+    return Preview(plan.outcomes, plan.replaces)
+
+
+@dataclass(frozen=True, slots=True)
+class NamedKeys:
+    """The ids, external_ids and (lower-cased) email addresses some records name."""
+
+    ids: frozenset[str]
+    external_ids: frozenset[str]
+    emails: frozenset[str]
+
+    @classmethod
+    def of(cls, records: Sequence[tuple[int, Payload | list[FieldError]]]) -> NamedKeys:
+        payloads = [p for _, p in records if not isinstance(p, list)]
+        return cls(
+            frozenset(p.id for p in payloads if p.id is not None),
+            frozenset(p.external_id for p in payloads if p.external_id is not None),
+            frozenset(e.lower() for p in payloads if (e := getattr(p, "email_address", None)) is not None),
+        )
+
+    def leave_reachable(self, before: Row, *, ids_in_batch: bool) -> bool:
+        """Whether another record of the same batch than these could still name the stored row `before` (as it was
+        when these records were planned): then a dry run must carry what these records make of it to the records
+        after them.
+
+        A record names a row by its id, its external_id or (customers) its email address. A later one cannot use a
+        key one of these records holds, for both would fail `duplicate_in_batch` (SPEC §4); nor an id, if no record
+        of the batch has one. Any key a row takes from these records is one of theirs, so only its keys of before
+        count.
+        """
+        if ids_in_batch and before["id"] not in self.ids:
+            return True
+        if before["external_id"] is not None and before["external_id"] not in self.external_ids:
+            return True
+        email = before.get("email_address")
+        return email is not None and email.lower() not in self.emails
 
 
 def _move_key(

@@ -6,7 +6,7 @@ locked, and no write sequence is taken; dry-run jobs are labelled wherever jobs 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -20,7 +20,16 @@ from sqlalchemy import text
 from core.config import settings as service_settings
 from core.db import session_scope
 from tests.conftest import DATABASE_URL, PartnerKey
-from tests.e2e.conftest import all_results, batch_url, wait_job
+from tests.e2e.conftest import (
+    Process,
+    all_results,
+    batch_url,
+    publishing_to,
+    queue_length,
+    wait_for,
+    wait_job,
+)
+from workers.publish import publish_chunks
 
 pytestmark = pytest.mark.usefixtures("worker")
 UNKNOWN_ID = "cus_00000000000000000000000000"
@@ -270,6 +279,62 @@ def test_each_chunk_of_a_dry_run_sees_what_the_chunks_before_it_would_do(
         )
         chunks = session.execute(text("SELECT count(*) FROM job_chunks WHERE job_id = :j"), {"j": job["id"]}).scalar()
     assert chunks == 3
+
+
+def test_a_chunk_that_comes_before_its_predecessor_to_a_lone_worker_waits_its_turn(
+    client: Any,
+    business: dict[str, Any],
+    idle_queue: str,
+    start_worker: Callable[..., Process],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One worker process, the second chunk's message first in the queue: it cannot wait for a predecessor that only
+    it could process, so it gives its attempt back and the first chunk, once done, publishes it again."""
+    url = batch_url(business["id"])
+    seeded = post_batch(client, url, ndjson([{"external_id": "t-a", "email_address": "t@example.com"}]), dry_run=False)
+    [stored] = all_results(client, seeded["id"])
+    monkeypatch.setattr(service_settings, "chunk_size", 2)
+    records = [
+        {"external_id": "t-a", "email_address": "t2@example.com"},  # gives up t@example.com
+        {"external_id": "t-b"},
+        {"external_id": "t-c", "email_address": "t@example.com"},  # free by then: a new customer
+    ]
+    with publishing_to(idle_queue):
+        response = client.post(url, params={"dry_run": "true"}, content=ndjson(records),
+                               headers={"Content-Type": "application/x-ndjson"})  # fmt: skip
+        assert response.status_code == 202
+        job_id = response.json()["id"]
+        wait_for(lambda: queue_length(idle_queue) == 2, 10, 0.05, "both chunks published")
+        drop_queue(idle_queue)
+        publish_chunks([(job_id, 1), (job_id, 0)])  # out of order
+    start_worker(idle_queue, "lone", concurrency=1)
+
+    job = wait_job(client, job_id, timeout=20)  # well within the 30 s lease: nothing waits for the sweeper
+
+    results = all_results(client, job_id)
+    assert [(r["outcome"], r["id"]) for r in results] == [
+        ("replaced", stored["id"]),
+        ("created", None),
+        ("created", None),
+    ]
+    assert job["counts"]["created"] == 2
+    with session_scope() as session:
+        attempts = session.execute(
+            text("SELECT chunk_no, attempts FROM job_chunks WHERE job_id = :j ORDER BY chunk_no"), {"j": job_id}
+        ).all()
+    assert [tuple(a) for a in attempts] == [(0, 1), (1, 1)]  # the attempt given back is not counted
+
+
+def drop_queue(queue: str) -> None:
+    import redis
+
+    from tests.conftest import REDIS_URL
+
+    connection = redis.Redis.from_url(REDIS_URL)
+    try:
+        connection.delete(queue)
+    finally:
+        connection.close()
 
 
 @contextmanager

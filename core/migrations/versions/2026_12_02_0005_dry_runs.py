@@ -21,6 +21,7 @@ def upgrade() -> None:
     op.add_column("sync_jobs", sa.Column("dry_run", sa.Boolean(), server_default=sa.text("false"), nullable=False))
     op.alter_column("sync_jobs", "seq", existing_type=sa.BigInteger(), nullable=True)
     op.create_check_constraint(op.f("ck_sync_jobs_dry_run_takes_no_seq"), "sync_jobs", "dry_run = (seq IS NULL)")
+    op.add_column("sync_jobs", sa.Column("names_ids", sa.Boolean(), server_default=sa.text("true"), nullable=False))
     op.create_table(
         "dry_run_rows",
         sa.Column("job_id", sa.Text(), nullable=False),
@@ -49,4 +50,5 @@ def downgrade() -> None:
     op.execute("DELETE FROM sync_jobs WHERE dry_run")
     op.drop_constraint(op.f("ck_sync_jobs_dry_run_takes_no_seq"), "sync_jobs", type_="check")
     op.alter_column("sync_jobs", "seq", existing_type=sa.BigInteger(), nullable=False)
+    op.drop_column("sync_jobs", "names_ids")
     op.drop_column("sync_jobs", "dry_run")

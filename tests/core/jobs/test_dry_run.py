@@ -318,3 +318,56 @@ def test_a_dry_run_of_a_record_the_database_holds_locked_does_not_wait(rolled_ba
         session.rollback()
         with session.begin():
             session.execute(text("DELETE FROM partners WHERE id = :p"), {"p": scope.partner_id})
+
+
+# --- what a dry run carries from one chunk to the next --------------------------------------------------------------
+
+
+def _carried_after_first_chunk(session: Session, scope: Scope, elements: list[Any]) -> set[str]:
+    """Accept a dry run, process its first chunk; the ids of the would-be rows it carries to the next."""
+    job = accept_batch(
+        session,
+        partner_id=scope.partner_id,
+        kind="customers",
+        business_id=scope.business_id,
+        elements=elements,
+        dry_run=True,
+    ).job
+    claim = lambda: count_attempt(session, job_id=job.id, chunk_no=0)  # noqa: E731
+    assert process_chunk(session, job_id=job.id, chunk_no=0, claim=claim) is not None
+    rows = session.execute(text("SELECT row_id FROM dry_run_rows WHERE job_id = :j"), {"j": job.id}).scalars()
+    return set(rows)
+
+
+def test_a_dry_run_carries_only_the_rows_a_later_record_can_still_name(
+    rolled_back: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service_settings, "chunk_size", 2)
+    session = rolled_back
+    scope = _business(session)
+    a, b, c = _seed(
+        session,
+        scope,
+        [
+            {"external_id": "a", "email_address": "a@example.com"},
+            {"external_id": "b", "email_address": "b@example.com"},
+            {"external_id": "c"},
+        ],
+    )
+    # By external_id, keeping the email address: no later record can name these rows (it would repeat a key).
+    same_keys = [
+        {"external_id": "a", "email_address": "a@example.com", "full_name": "A"},
+        {"external_id": "b", "email_address": "b@example.com", "full_name": "B"},
+        {"external_id": "n"},
+    ]
+    assert _carried_after_first_chunk(session, scope, same_keys) == set()
+    # Giving up an email address (b@example.com) leaves it to later records; and once a record of the batch names
+    # one by id, any row may be named by id later (c is named by id in the batch).
+    freed = [
+        {"external_id": "a", "email_address": "a@example.com", "full_name": "A"},
+        {"external_id": "b", "email_address": "b2@example.com"},
+        {"external_id": "n"},
+    ]
+    assert _carried_after_first_chunk(session, scope, freed) == {b}
+    by_id = [*same_keys[:2], {"id": c, "full_name": "C"}]
+    assert _carried_after_first_chunk(session, scope, by_id) == {a, b}
