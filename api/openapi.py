@@ -20,6 +20,7 @@ from api.schemas import Schema, components, ref
 # Paths answered without credentials.
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 NDJSON = "application/x-ndjson"
+CSV = "text/csv"
 
 
 def _header(description: str, schema: Schema) -> Schema:
@@ -99,6 +100,11 @@ def ok(
     return answer
 
 
+def either(*names: str) -> Schema:
+    """One of several components (a generated client tries each in turn)."""
+    return {"anyOf": [ref(name) for name in names]}
+
+
 def request_body(name: str, *, ndjson: bool = False) -> dict[str, Any]:
     """`openapi_extra` declaring a route's JSON request body, the component `name`; for a sync batch also NDJSON
     (one record per line) and the `Prefer: wait=N` parameter."""
@@ -121,6 +127,11 @@ def request_body(name: str, *, ndjson: bool = False) -> dict[str, Any]:
 def ndjson_answer(description: str) -> dict[str, Any]:
     """The NDJSON media type of an answer: a byte stream, one JSON object per line."""
     return {NDJSON: {"schema": {"type": "string", "format": "binary", "description": description}}}
+
+
+def csv_answer(description: str) -> dict[str, Any]:
+    """The CSV media type of an answer: a byte stream of rows."""
+    return {CSV: {"schema": {"type": "string", "format": "binary", "description": description}}}
 
 
 _PROBLEM = {"application/problem+json": {"schema": ref("Problem")}}

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import SkipJsonSchema, models_json_schema
 
 from core.jobs.status import JobStatus
 from core.records.rules import Kind, Outcome
@@ -90,6 +90,36 @@ class Customer(_Model):
     updated_at: datetime
 
 
+class BusinessPreview(_Model):
+    """A dry run's business (`?dry_run=true`): the business as the sync would leave it, with its timestamps as
+    stored; one the sync would create has no id nor timestamps yet (null)."""
+
+    id: str | None = Field(description="Our id, `biz_…`; null when the sync would create the business")
+    object: Literal["business"]
+    external_id: str | None
+    name: str
+    metadata: dict[str, Any]
+    created_at: datetime | None
+    updated_at: datetime | None
+
+
+class CustomerPreview(_Model):
+    """A dry run's customer (`?dry_run=true`): the customer as the sync would leave it, with its timestamps as
+    stored; one the sync would create has no id nor timestamps yet (null)."""
+
+    id: str | None = Field(description="Our id, `cus_…`; null when the sync would create the customer")
+    object: Literal["customer"]
+    business_id: str
+    external_id: str | None
+    email_address: str | None
+    phone_number: str | None
+    full_name: str | None
+    metadata: dict[str, Any]
+    unsubscribed: Literal["future", "campaign"] | None = Field(description="Read-only: sync never changes it")
+    created_at: datetime | None
+    updated_at: datetime | None
+
+
 class BusinessSync(BusinessPayload):
     __doc__ = "A business to create or replace. " + _IDENTIFIED
     model_config = ConfigDict(title="BusinessSync")
@@ -125,6 +155,9 @@ class Job(_Model):
     object: Literal["sync_job"]
     type: JobType
     business_id: str | None
+    dry_run: bool = Field(
+        description="A dry run (`?dry_run=true`): its outcomes are what would happen; nothing was written"
+    )
     status: JobStatus
     counts: JobCounts
     created_at: datetime
@@ -134,14 +167,34 @@ class Job(_Model):
     links: JobLinks
 
 
+class Change(_Model):
+    """A property's value now, and the value the sync would give it."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    from_: Any = Field(alias="from", description="The value stored now")
+    to: Any = Field(description="The value the sync would store")
+
+
 class Result(_Model):
-    """What became of one record of a job, by its index in the input."""
+    """What became of one record of a job, by its index in the input; in a dry run, what would become of it."""
 
     index: int = Field(ge=0)
     outcome: Outcome
-    id: str | None
+    id: str | None = Field(
+        description="The record's id; null when it failed before one was found, or (in a dry run) "
+        "when it would be created"
+    )
     external_id: str | None
+    changed_fields: list[str] = Field(
+        description="For `replaced`: the properties whose value changed (would change, in a dry run); else empty"
+    )
     errors: list[FieldError]
+    # Absent rather than null where there is none: the document offers no null.
+    changes: dict[str, Change] | SkipJsonSchema[None] = Field(
+        default=None,
+        description="Only in a dry run, for `replaced`: each changed property's value now and after the sync",
+    )
 
 
 class _List(_Model):
@@ -269,11 +322,14 @@ MODELS: tuple[type[BaseModel], ...] = (
     Problem,
     Business,
     Customer,
+    BusinessPreview,
+    CustomerPreview,
     BusinessSync,
     CustomerSync,
     JobCounts,
     JobLinks,
     Job,
+    Change,
     Result,
     BusinessList,
     CustomerList,

@@ -3,6 +3,7 @@ peer, in one run.
 
     make bench                     # or: python -m benchmarks.bench [--records N] [--rounds N] [--json-only]
     make bench-scale               # or: python -m benchmarks.bench --scale [--max-rows N] (benchmarks/scale.py)
+    python -m benchmarks.bench --dry-runs [--records N] [--rounds R]   (benchmarks/dry_runs.py)
 
 It creates a scratch database on `DATABASE_URL`'s server (default: the machine's PostgreSQL at 127.0.0.1; the
 embedded one when no server answers), uses `REDIS_URL` (a queue of its own) or else a spare, empty database of the
@@ -648,12 +649,22 @@ class JobRun:
 
 
 def run_job(
-    client: httpx.Client, business_id: str, body: bytes, *, records: int, ndjson: bool, poll_interval: float = 0.05
+    client: httpx.Client,
+    business_id: str,
+    body: bytes,
+    *,
+    records: int,
+    ndjson: bool,
+    poll_interval: float = 0.05,
+    dry_run: bool = False,
 ) -> JobRun:
-    """POST a batch and poll `GET /jobs/{id}` until it is finished; time both."""
+    """POST a batch (a dry run, if asked) and poll `GET /jobs/{id}` until it is finished; time both."""
     headers = {"Content-Type": "application/x-ndjson" if ndjson else "application/json"}
+    params = {"dry_run": "true"} if dry_run else None
     started = time.perf_counter()
-    response = client.post(f"/sync/businesses/{business_id}/customers/batch", content=body, headers=headers)
+    response = client.post(
+        f"/sync/businesses/{business_id}/customers/batch", content=body, headers=headers, params=params
+    )
     accepted = time.perf_counter()
     if response.status_code != 202:
         raise SystemExit(f"batch refused: {response.status_code} {response.text[:500]}")
@@ -1206,7 +1217,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=8, help="concurrent single-sync clients (default 8)")
     parser.add_argument("--seconds", type=float, default=5.0, help="single-sync measuring time (default 5)")
     parser.add_argument(
-        "--rounds", type=int, default=2, help="single-sync rounds of service, peer, budget on, in turn (default 2)"
+        "--rounds",
+        type=int,
+        default=2,
+        help="single-sync rounds of service, peer, budget on, in turn; --dry-runs: rounds of its jobs (default 2)",
     )
     parser.add_argument("--api-workers", type=int, help="pfsync api --workers (default: its own default)")
     parser.add_argument("--concurrency", type=int, help="pfsync worker --concurrency (default: its own default)")
@@ -1217,6 +1231,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--scale-repeats", type=int, default=2, help="--scale: ceilings and batches at each size (default 2, medians)"
     )
+    parser.add_argument(
+        "--dry-runs",
+        action="store_true",
+        help="dry runs beside the real runs after them instead (benchmarks/dry_runs.py)",
+    )
     parser.add_argument("--no-pictures", action="store_true", help="draw no PNG into docs/")
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
     parser.add_argument("--json-only", action="store_true", help="print only the JSON document")
@@ -1225,6 +1244,10 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks import scale
 
         return scale.run(args)
+    if args.dry_runs:
+        from benchmarks import dry_runs
+
+        return dry_runs.run(args)
     result, latencies = measure(args)
     document = orjson.dumps(result, option=orjson.OPT_INDENT_2).decode()
     (RESULTS / "latest.json").write_text(document + "\n")

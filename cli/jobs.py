@@ -44,6 +44,11 @@ def ago(value: str | None, now: datetime) -> str:
     return "-" if moment is None else f"{duration((now - moment).total_seconds())} ago"
 
 
+def job_type(job: Job) -> str:
+    """The job's type, labelled when it is a dry run (its outcomes are what would happen; nothing was written)."""
+    return f"{job['type']} [magenta](dry run)[/]" if job.get("dry_run") else str(job["type"])
+
+
 def jobs_table(jobs: list[Job], now: datetime, *, with_business: bool) -> Table:
     """One row per job, newest first."""
     table = Table(show_edge=False, pad_edge=False)
@@ -60,7 +65,7 @@ def jobs_table(jobs: list[Job], now: datetime, *, with_business: bool) -> Table:
         business = [job["business_id"] or "-"] if with_business else []
         table.add_row(
             job["id"],
-            job["type"],
+            job_type(job),
             *business,
             styled_status(job["status"]),
             f"{counts['processed']}/{counts['total']}",
@@ -75,6 +80,8 @@ def show_job(job: Job, now: datetime) -> None:
     details = Table.grid(padding=(0, 2))
     details.add_row("job", f"[bold]{job['id']}[/]")
     details.add_row("type", job["type"])
+    if job.get("dry_run"):
+        details.add_row("dry run", "yes: the counts are what the batch would do; nothing was written")
     if job["business_id"]:
         details.add_row("business", job["business_id"])
     details.add_row("status", styled_status(job["status"]))
@@ -111,7 +118,8 @@ def run_jobs(args: argparse.Namespace) -> int:
                 [job] = follow_jobs(client, [job], target=console)
             show_job(job, datetime.now(UTC))
             return 0
-        listing = get_json(client, "/jobs", status=args.status, type=args.type, limit=args.limit)
+        dry_run = None if args.dry_run is None else str(bool(args.dry_run)).lower()
+        listing = get_json(client, "/jobs", status=args.status, type=args.type, dry_run=dry_run, limit=args.limit)
         jobs: list[Job] = listing["data"]
         if args.json:
             _print_json(listing)
@@ -124,7 +132,8 @@ def run_jobs(args: argparse.Namespace) -> int:
             else:
                 console.print("No unfinished jobs to watch.")
         if not jobs:
-            console.print(f"No {args.status} jobs." if args.status else "No jobs yet.")
+            filtered = args.status or args.type or args.dry_run is not None
+            console.print("No jobs match." if filtered else "No jobs yet.")
             return 0
         # A narrow terminal leaves the business out (`pfsync jobs JOB_ID` shows it) rather than wrap every row.
         with_business = not on_a_tty(console) or console.width >= WIDE_TERMINAL

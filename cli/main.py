@@ -295,9 +295,10 @@ def _add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
         "push",
         help="upload a JSON, NDJSON or CSV file as a batch and follow its job",
         description="Upload FILE as a batch (JSON, NDJSON or CSV, streamed from disk), show the upload and the "
-        "processing, print the counts and write the failed results to FILE.failed.ndjson. Exit status: 0 every "
-        "record succeeded, 1 some failed or were cancelled, 2 usage error, 3 refused by the service or "
-        "service unreachable.",
+        "processing, print the counts and write the failed results to FILE.failed.ndjson (or FILE.failed.csv). "
+        "--dry-run: nothing is written; the counts say what the batch would do, and the records that would fail go "
+        "to FILE.dry-run.failed.ndjson. Exit status: 0 every record succeeded (would succeed), 1 some failed "
+        "(would fail) or were cancelled, 2 usage error, 3 refused by the service or service unreachable.",
     )
     push.add_argument("file", metavar="FILE", help="the records: .json, .ndjson/.jsonl or .csv")
     kind = push.add_mutually_exclusive_group(required=True)
@@ -309,6 +310,18 @@ def _add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
     )
     push.add_argument(
         "--no-wait", action="store_true", help="exit once the batch is accepted (0), without following the job"
+    )
+    push.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="see what the batch would do, writing nothing: the would-be counts, and the would-be failures in "
+        "FILE.dry-run.failed.ndjson",
+    )
+    push.add_argument(
+        "--results-format",
+        choices=("ndjson", "csv"),
+        default="ndjson",
+        help="the format of the failed results written next to FILE (default: %(default)s)",
     )
     _client_options(push)
     push.set_defaults(run=_push)
@@ -322,6 +335,12 @@ def _add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
     jobs.add_argument("job_id", nargs="?", metavar="JOB_ID", help="the job to show")
     jobs.add_argument("--status", choices=[status.value for status in JobStatus], help="only jobs in this status")
     jobs.add_argument("--type", choices=("businesses", "customers"), help="only jobs of this type")
+    jobs.add_argument(
+        "--dry-run",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="only dry runs (--dry-run) or only real jobs (--no-dry-run); both by default",
+    )
     jobs.add_argument(
         "--limit", type=list_limit, default=20, metavar="N", help="jobs to list, 1-1000 (default: %(default)s)"
     )

@@ -46,6 +46,7 @@ class JobState:
     partner_name: str
     type: str
     business_id: str | None
+    dry_run: bool
     status: str
     processed: int
     total: int
@@ -124,6 +125,7 @@ def read_unfinished_jobs(limit: int) -> tuple[list[JobState], int]:
             partner_name=name,
             type=job.type,
             business_id=job.business_id,
+            dry_run=job.dry_run,
             status=job.status,
             processed=job.processed,
             total=job.total,
@@ -194,7 +196,7 @@ def _jobs_table(jobs: list[JobState]) -> Table:
         table.add_row(
             job.id,
             f"{escape(job.partner_name)} ({job.partner_id})",
-            job.type,
+            f"{job.type} [magenta](dry run)[/]" if job.dry_run else job.type,
             job.status,
             f"{job.processed}/{job.total} ({percent}%)",
             str(job.failed),

@@ -124,13 +124,19 @@ Index(
 
 class SyncJob(Base):
     __tablename__ = "sync_jobs"
+    # A real job is an accepted write and takes a write sequence; a dry run writes nothing and takes none (SPEC §9).
+    __table_args__ = (CheckConstraint("dry_run = (seq IS NULL)", name="dry_run_takes_no_seq"),)
 
     id: Mapped[str] = mapped_column(Text, primary_key=True)
     partner_id: Mapped[str] = mapped_column(ForeignKey("partners.id", ondelete="CASCADE"), nullable=False)
     type: Mapped[str] = mapped_column(Text, nullable=False)
     business_id: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str] = mapped_column(Text, nullable=False)
-    seq: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    dry_run: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    seq: Mapped[int | None] = mapped_column(BigInteger)
+    # Whether some record of the batch names its target by `id`: without, a dry run has fewer would-be rows to
+    # carry from one chunk to the next (core.records.rules.NamedKeys). Set at acceptance.
+    names_ids: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
     admitted: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
     chunk_count: Mapped[int] = mapped_column(Integer, nullable=False)
     total: Mapped[int] = mapped_column(Integer, nullable=False)
@@ -195,12 +201,25 @@ Index(
 Index("ix_job_chunks_applied_at", JobChunk.processed_at, postgresql_where=text("duration_ms IS NOT NULL"))
 
 
+class DryRunRow(Base):
+    """The would-be state of a stored record that a processed chunk of a dry-run job would have replaced: what the
+    job's later chunks see of that record instead of its stored state (SPEC §9). Deleted when the job ends."""
+
+    __tablename__ = "dry_run_rows"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("sync_jobs.id", ondelete="CASCADE"), primary_key=True)
+    row_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    # The record's writable properties as the job would leave them (core.records.schemas.WRITABLE).
+    state: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+
+
 class PurgedRecordCount(Base):
     """Records of jobs already purged, by outcome, so the records counter of /metrics never goes down."""
 
     __tablename__ = "purged_record_counts"
 
     outcome: Mapped[str] = mapped_column(Text, primary_key=True)
+    dry_run: Mapped[bool] = mapped_column(Boolean, primary_key=True, server_default=text("false"))
     records: Mapped[int] = mapped_column(BigInteger, nullable=False)
 
 

@@ -6,7 +6,7 @@ import logging
 
 from core import logs
 from core.db import after_commit, session_scope
-from core.jobs.processing import count_attempt
+from core.jobs.processing import NotItsTurn, count_attempt, give_back
 from core.jobs.processing import process_chunk as apply_chunk
 from workers.app import celery_app
 from workers.publish import PROCESS_CHUNK, publish_chunks
@@ -33,6 +33,12 @@ def process_chunk(job_id: str, chunk_no: int) -> None:
             done = apply_chunk(session, job_id=job_id, chunk_no=chunk_no, claim=claim)
             if done is not None:
                 after_commit(session, lambda: publish_chunks(done.to_publish))
+    except NotItsTurn as reason:
+        # A dry-run chunk whose predecessor nobody processes yet: its predecessor publishes it again once done.
+        log.info("chunk %s/%d waits for the one before it: %s", job_id, chunk_no, reason)
+        with session_scope() as session:
+            give_back(session, job_id=job_id, chunk_no=chunk_no)
+        return
     except Exception:
         log.exception("chunk %s/%d failed; it will be retried when its lease runs out", job_id, chunk_no)
         return

@@ -6,6 +6,7 @@ import logging
 import re
 import time
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import anyio
@@ -24,7 +25,7 @@ from core.db import after_commit, session_scope
 from core.errors import DomainError
 from core.jobs.results import compat_body
 from core.jobs.schemas import FINISHED, job_view
-from core.jobs.service import accept_batch, get_job
+from core.jobs.service import accept_batch, get_job, retry_after_seconds
 from core.records import batch
 from core.records.service import require_business
 from core.webhooks.service import resolve_callback_url
@@ -59,6 +60,16 @@ _FINISHED = "With `Prefer: wait=N`, the job finished in time: Pocketflows' synch
 _ACCEPTED = "The job and every record are stored; poll `Location`"
 
 
+DryRun = Annotated[
+    bool,
+    Query(
+        description="A dry run: the job is processed like a real one, by the same rules and against the current "
+        "stored state, but writes nothing; its results say what each record would become (`changed_fields`, and "
+        "`changes` for a replaced one). `Prefer: wait` is not applied to it.",
+    ),
+]
+
+
 CallbackUrl = Annotated[
     str | None,
     Query(
@@ -75,13 +86,16 @@ def _wait_seconds(request: Request) -> int:
 
 
 async def _accept(
-    request: Request, partner_id: str, kind: str, business_id: str | None, callback_url: str | None
+    request: Request, partner_id: str, kind: str, business_id: str | None, callback_url: str | None, dry_run: bool
 ) -> Response:
     """Take an upload slot, read the whole body, then store the job in one transaction and publish it."""
     fmt = batch_format(request)
     async with batch_upload(request, partner_id) as body:
-        response = await run_in_threadpool(_store, request, partner_id, kind, business_id, callback_url, fmt, body)
-    wait = _wait_seconds(request)
+        response = await run_in_threadpool(
+            _store, request, partner_id, kind, business_id, callback_url, dry_run, fmt, body
+        )
+    # A dry run stores nothing that Pocketflows' synchronous shape shows (the objects as stored): it is polled.
+    wait = 0 if dry_run else _wait_seconds(request)
     if wait and response.status_code == 202 and not response.headers.get("Idempotent-Replayed"):
         job_id = response.headers["Location"].rsplit("/", 1)[1]
         try:
@@ -101,6 +115,7 @@ def _store(
     kind: str,
     business_id: str | None,
     callback_url: str | None,
+    dry_run: bool,
     fmt: str,
     body: SpooledBody,
 ) -> Response:
@@ -124,11 +139,15 @@ def _store(
                     elements=elements,
                     request_id=logs.request_id.get(),
                     webhook_url=webhook_url,
+                    dry_run=dry_run,
                 )
             after_commit(session, lambda: publish_chunks(accepted.to_publish))
             job = accepted.job
-            log.info("job accepted", extra={"job_id": job.id, "records": job.total, "chunks": job.chunk_count})
-            retry_after = max(1, min(60, job.total // 20_000))
+            log.info(
+                "job accepted",
+                extra={"job_id": job.id, "records": job.total, "chunks": job.chunk_count, "dry_run": job.dry_run},
+            )
+            retry_after = retry_after_seconds(job, datetime.now(UTC)) or 1
             return json_response(
                 job_view(job), 202, headers={"Location": f"/jobs/{job.id}", "Retry-After": str(retry_after)}
             )
@@ -174,9 +193,11 @@ def _finished_answer(partner_id: str, job_id: str) -> Response | None:
     openapi_extra=request_body("BusinessBatch", ndjson=True),
     summary="Sync many businesses",
 )
-async def sync_businesses_batch(request: Request, partner_id: PartnerId, callback_url: CallbackUrl = None) -> Response:
+async def sync_businesses_batch(
+    request: Request, partner_id: PartnerId, callback_url: CallbackUrl = None, dry_run: DryRun = False
+) -> Response:
     """Accept up to PFSYNC_MAX_BATCH_RECORDS businesses as `{"businesses": [...]}` or NDJSON; answer with a job."""
-    return await _accept(request, partner_id, "businesses", None, callback_url)
+    return await _accept(request, partner_id, "businesses", None, callback_url, dry_run)
 
 
 @router.post(
@@ -191,7 +212,11 @@ async def sync_businesses_batch(request: Request, partner_id: PartnerId, callbac
     summary="Sync many customers of a business",
 )
 async def sync_customers_batch(
-    request: Request, partner_id: PartnerId, business_id: str, callback_url: CallbackUrl = None
+    request: Request,
+    partner_id: PartnerId,
+    business_id: str,
+    callback_url: CallbackUrl = None,
+    dry_run: DryRun = False,
 ) -> Response:
     """Accept up to PFSYNC_MAX_BATCH_RECORDS customers as `{"customers": [...]}` or NDJSON; answer with a job."""
-    return await _accept(request, partner_id, "customers", business_id, callback_url)
+    return await _accept(request, partner_id, "customers", business_id, callback_url, dry_run)

@@ -1,9 +1,10 @@
-"""Jobs: status, lists, per-record results (paged or streamed as NDJSON), cancel."""
+"""Jobs: status, lists, per-record results (paged, or streamed as NDJSON or CSV), cancel."""
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -11,7 +12,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from api.deps import DbSession, PartnerId
 from api.idempotency import idempotent
-from api.openapi import ndjson_answer, ok
+from api.openapi import csv_answer, ndjson_answer, ok
 from api.responses import json_response
 from api.schemas import ref
 from core.db import after_commit, commit, session_scope
@@ -23,6 +24,8 @@ from core.records.rules import Kind, Outcome
 from workers.publish import publish_chunks
 
 router = APIRouter(tags=["jobs"])
+NDJSON = "application/x-ndjson"
+CSV = "text/csv"
 
 Limit = Annotated[int, Query(ge=1, le=1000)]
 # A result's index as a string, like every cursor (`next_cursor`); only digits (or -1, before the first) are valid.
@@ -35,11 +38,22 @@ ResultCursor = Annotated[
 ]
 
 
-@router.get("/jobs/{job_id}", summary="A job's status and counts", responses={200: ok("Job")})
+@router.get(
+    "/jobs/{job_id}",
+    summary="A job's status and counts",
+    responses={
+        200: ok(
+            "Job", "The job; while it is unfinished, `Retry-After` says when to ask again", headers=("Retry-After",)
+        )
+    },
+)
 def get_job(session: DbSession, partner_id: PartnerId, job_id: str) -> Response:
-    view = job_view(jobs.get_job(session, partner_id=partner_id, job_id=job_id))
+    """While the job is unfinished, `Retry-After` is about the time its remaining records should take (1 to 60 s)."""
+    job = jobs.get_job(session, partner_id=partner_id, job_id=job_id)
+    view = job_view(job)
     commit(session)  # ends the read here, in the route's thread, not after another thread switch
-    return json_response(view)
+    wait = jobs.retry_after_seconds(job, datetime.now(UTC))
+    return json_response(view, headers=None if wait is None else {"Retry-After": str(wait)})
 
 
 @router.get("/jobs", summary="The partner's jobs, newest first", responses={200: ok("JobList")})
@@ -48,11 +62,20 @@ def list_jobs(
     partner_id: PartnerId,
     status: JobStatus | None = None,
     type: Kind | None = None,  # noqa: A002
+    dry_run: Annotated[
+        bool | None, Query(description="Only dry runs (`true`) or only real jobs (`false`); both when absent")
+    ] = None,
     limit: Limit = 100,
     starting_after: Annotated[str | None, Query(pattern=r"^[^\x00]*$", description="Return jobs after this id")] = None,
 ) -> Response:
     rows, has_more = jobs.list_jobs(
-        session, partner_id=partner_id, status=status, kind=type, limit=limit, starting_after=starting_after
+        session,
+        partner_id=partner_id,
+        status=status,
+        kind=type,
+        dry_run=dry_run,
+        limit=limit,
+        starting_after=starting_after,
     )
     data = [job_view(j) for j in rows]
     return json_response(
@@ -65,10 +88,17 @@ def list_jobs(
     summary="Per-record results in input order",
     responses={
         200: {
-            "description": "A page, or every result as NDJSON (`Accept: application/x-ndjson`)",
+            "description": "A page, or every result as NDJSON (`Accept: application/x-ndjson`) or CSV "
+            "(`Accept: text/csv`)",
             "content": {
                 "application/json": {"schema": ref("ResultList")},
                 **ndjson_answer("Every (filtered) `Result` object, one per line"),
+                **csv_answer(
+                    "Every (filtered) result as CSV (RFC 4180, UTF-8, no BOM): the header row "
+                    f"`{','.join(results.CSV_HEADER)}`, then a row per result; null is an empty cell, and a list "
+                    "(`changed_fields`, and the `code`, `path` and `message` of each error) is one cell, its "
+                    "elements joined with `;`. Values are exactly those of the JSON results."
+                ),
             },
         }
     },
@@ -79,19 +109,33 @@ def job_results(
     partner_id: PartnerId,
     job_id: str,
     outcome: Outcome | None = None,
+    external_id: Annotated[
+        str | None,
+        Query(max_length=255, pattern=r"^[^\x00]*$", description="Only the results of records with this external_id"),
+    ] = None,
     limit: Limit = 100,
     starting_after: ResultCursor = None,
 ) -> Response:
-    """Results of the records processed so far. `Accept: application/x-ndjson` streams every one."""
+    """Results of the records processed so far. `Accept: application/x-ndjson` or `text/csv` streams every one."""
     job = jobs.get_job(session, partner_id=partner_id, job_id=job_id)
     after = -1 if starting_after is None else int(starting_after)
-    if "application/x-ndjson" in request.headers.get("accept", ""):
-        lines = _ndjson_results(job.id, outcome=outcome, after=after)
-        # The first lines are read before the answer starts, so a database that fails right now is a 503 problem,
+    streamed = _streamed_format(request.headers.get("accept", ""))
+    if streamed is not None:
+        render = results.results_ndjson if streamed == NDJSON else results.results_csv
+        parts = _streamed_results(render, job.id, outcome=outcome, external_id=external_id, after=after)
+        # The first part is read before the answer starts, so a database that fails right now is a 503 problem,
         # not a 200 cut short.
-        first = next(lines, b"")
-        return StreamingResponse(itertools.chain([first], lines), media_type="application/x-ndjson")
-    page, has_more = results.results_page(session, job.id, outcome=outcome, starting_after=after, limit=limit)
+        first = next(parts, b"")
+        if streamed == NDJSON:
+            return StreamingResponse(itertools.chain([first], parts), media_type=NDJSON)
+        return StreamingResponse(
+            itertools.chain([first], parts),
+            media_type="text/csv; charset=utf-8; header=present",
+            headers={"Content-Disposition": f'attachment; filename="{job.id}-results.csv"'},
+        )
+    page, has_more = results.results_page(
+        session, job.id, outcome=outcome, external_id=external_id, starting_after=after, limit=limit
+    )
     return json_response(
         {
             "object": "list",
@@ -102,10 +146,21 @@ def job_results(
     )
 
 
-def _ndjson_results(job_id: str, *, outcome: str | None, after: int) -> Iterator[bytes]:
-    # The stream's own session: it outlives the route's, until the last line is sent.
+def _streamed_format(accept: str) -> str | None:
+    """NDJSON or CSV if the Accept header names one of them (the first it names), else None: JSON pages."""
+    for media_range in accept.split(","):
+        media = media_range.split(";", 1)[0].strip().lower()
+        if media in (NDJSON, CSV):
+            return media
+    return None
+
+
+def _streamed_results(
+    render: Callable[..., Iterator[bytes]], job_id: str, *, outcome: str | None, external_id: str | None, after: int
+) -> Iterator[bytes]:
+    # The stream's own session: it outlives the route's, until the last part is sent.
     with session_scope() as session:
-        yield from results.results_ndjson(session, job_id, outcome=outcome, after=after)
+        yield from render(session, job_id, outcome=outcome, external_id=external_id, after=after)
 
 
 @router.post(

@@ -4,6 +4,15 @@ A chunk is processed in one transaction that holds an advisory lock on it for it
 counted first, in its own committed transaction, so a worker killed mid-chunk leaves the count behind: a chunk
 that keeps killing its worker ends, after PFSYNC_MAX_CHUNK_ATTEMPTS, with its records `failed` (internal_error).
 Results and counters are written in the same transaction as the records they describe.
+
+A dry run's chunk (SPEC §9) goes through the same steps and the same rules, but its records are previewed, not
+applied: their rows are read without a lock and nothing is written to businesses or customers. Each record must see
+what the records before it would have done, across chunks too, so a dry run's chunks are planned in input order:
+two are processed at once as for any job, but a chunk, once its records are validated and its rows read, waits for
+the chunk before it to be done, then plans over its rows and what the chunks before it would have made of them
+(`dry_run_rows`, written in the same transaction as the results that describe them, for the rows a later record
+can still name). A chunk whose predecessor no worker holds (one worker process, a message redelivered out of
+order) gives its attempt back and leaves: the predecessor, once done, publishes it again.
 """
 
 from __future__ import annotations
@@ -25,10 +34,11 @@ from core.jobs import repository
 from core.jobs.admission import ChunkKey, admit_jobs, release_window
 from core.jobs.schemas import FINISHED
 from core.jobs.service import get_job
+from core.jobs.status import ChunkState
 from core.models import SyncJob
-from core.records.repository import apply_isolating
-from core.records.rules import CANCELLED, FAILED, Payload, RecordOutcome, Scope
-from core.records.schemas import parse_record
+from core.records.repository import apply_isolating, read_rows
+from core.records.rules import CANCELLED, FAILED, NamedKeys, Payload, RecordOutcome, Row, Scope, preview
+from core.records.schemas import WRITABLE, parse_record
 from core.webhooks.service import enqueue_job_finished
 
 log = logging.getLogger(__name__)
@@ -42,6 +52,10 @@ _CRASH_ON_EXTERNAL_ID = os.environ.get("PFSYNC_TEST_CRASH_ON_EXTERNAL_ID") or No
 def _test_crash_hook(records: list[tuple[int, Payload | list[FieldError]]]) -> None:
     if _CRASH_ON_EXTERNAL_ID and any(getattr(p, "external_id", None) == _CRASH_ON_EXTERNAL_ID for _, p in records):
         os._exit(70)
+
+
+class NotItsTurn(Exception):
+    """A dry-run chunk whose predecessor is neither done nor held by a worker: it cannot be planned yet."""
 
 
 @dataclass(slots=True)
@@ -116,12 +130,36 @@ def _finish(
     done = ChunkDone(outcomes=counts)
     if row.finished:
         done.finished_job = job.id
+        if job.dry_run:
+            repository.forget_dry_run_rows(session, job_id=job.id)
         # The webhook's outbox row commits with the job's end, or not at all.
         enqueue_job_finished(session, job_id=job.id)
         done.to_publish = admit_jobs(session, job.partner_id)
     elif not row.cancel:
         done.to_publish = release_window(session, job.id, 1)
+        if job.dry_run:
+            done.to_publish += _waiting_successor(session, job, chunk_no)
     return done
+
+
+def _waiting_successor(session: Session, job: SyncJob, chunk_no: int) -> list[ChunkKey]:
+    """A dry run's next chunk, if it is queued and no worker holds it: it may have given up waiting for this one
+    (`NotItsTurn`), so it is published again. Held here until this transaction ends, it cannot be taken meanwhile;
+    a message for it still in the queue makes a duplicate, which finds it held or done."""
+    successor = chunk_no + 1
+    if successor >= job.chunk_count:
+        return []
+    if repository.chunk_state(session, job_id=job.id, chunk_no=successor) != ChunkState.QUEUED:
+        return []
+    if not repository.try_lock_chunk(session, job_id=job.id, chunk_no=successor):
+        return []
+    return [(job.id, successor)]
+
+
+def give_back(session: Session, *, job_id: str, chunk_no: int) -> None:
+    """Uncount the attempt of a chunk that left before doing anything (`NotItsTurn`), so waiting never counts
+    towards PFSYNC_MAX_CHUNK_ATTEMPTS."""
+    repository.give_back_attempt(session, job_id=job_id, chunk_no=chunk_no)
 
 
 def settle_chunk(session: Session, *, job_id: str, chunk_no: int, reason: str) -> ChunkDone | None:
@@ -162,7 +200,8 @@ def process_chunk(session: Session, *, job_id: str, chunk_no: int, claim: Callab
     attempts = claim()
     if attempts is None:
         return None
-    job = session.get(SyncJob, job_id)
+    # Read afresh: its counters (and a cancel) may have moved since this session last saw it.
+    job = session.get(SyncJob, job_id, populate_existing=True)
     assert job is not None
     # From here the worker's log lines also name the partner and the request that submitted the job.
     with logs.bound(partner_id=job.partner_id, request_id=job.request_id):
@@ -175,7 +214,11 @@ def process_chunk(session: Session, *, job_id: str, chunk_no: int, claim: Callab
         records, labels = _decode(job.type, chunk.first_index, bytes(chunk.payload), chunk.rejections)
         _test_crash_hook(records)
         scope = Scope(job.type, job.partner_id, job.business_id)  # type: ignore[arg-type]
-        outcomes = apply_isolating(session, scope=scope, seq=job.seq, records=records)
+        if job.dry_run:
+            outcomes = _preview_chunk(session, job, chunk_no, scope, records)
+        else:
+            assert job.seq is not None
+            outcomes = apply_isolating(session, scope=scope, seq=job.seq, records=records)
         for outcome in outcomes:
             if outcome.external_id is None and outcome.index in labels:
                 outcome.external_id = labels[outcome.index]
@@ -187,6 +230,62 @@ def process_chunk(session: Session, *, job_id: str, chunk_no: int, claim: Callab
             | {f"outcome_{name}": count for name, count in done.outcomes.items()},
         )
         return done
+
+
+def _preview_chunk(
+    session: Session, job: SyncJob, chunk_no: int, scope: Scope, records: list[tuple[int, Payload | list[FieldError]]]
+) -> list[RecordOutcome]:
+    """A dry run of one chunk: every record's would-be outcome, seeing what the job's earlier chunks would have
+    done. The rows are read first, then the chunk waits for its turn (`_wait_turn`) and is planned; the rows it would
+    replace that a later record can still name are recorded for the chunks after it."""
+    rows = read_rows(session, scope=scope, records=records)
+    _wait_turn(session, job, chunk_no)
+    session.refresh(job, ["replaced"])  # the chunks before this one are done now
+    carried: dict[str, Row] = {}
+    if job.replaced and rows:  # only a replaced record leaves a would-be row
+        carried = repository.dry_run_rows(session, job_id=job.id, row_ids=[row["id"] for row in rows])
+        for row in rows:
+            state = carried.get(row["id"])
+            if state is not None:
+                row.update(state)
+    outcome = preview(scope=scope, records=records, rows=rows)
+    if chunk_no < job.chunk_count - 1 and outcome.replaced:
+        named = NamedKeys.of(records)
+        before = {row["id"]: row for row in rows}
+        columns = WRITABLE[scope.kind]
+        states = {
+            row["id"]: {c: row[c] for c in columns}
+            for row in outcome.replaced
+            # A row carried already is carried on, or the chunks after this one would see a stale state of it.
+            if row["id"] in carried or named.leave_reachable(before[row["id"]], ids_in_batch=job.names_ids)
+        }
+        repository.save_dry_run_rows(session, job_id=job.id, states=states)
+    return outcome.outcomes
+
+
+# How often a dry-run chunk looks whether the chunk before it is done, and how long it waits for it in all.
+_TURN_POLL_SECONDS = (0.002, 0.05)
+
+
+def _wait_turn(session: Session, job: SyncJob, chunk_no: int) -> None:
+    """Return once the chunk before this one is done (its results, counters and would-be rows committed); raise
+    `NotItsTurn` if no worker is at it, or if it is not done within PFSYNC_LEASE_SECONDS."""
+    if chunk_no == 0:
+        return
+    deadline = time.monotonic() + settings.lease_seconds
+    delay = _TURN_POLL_SECONDS[0]
+    while True:
+        if repository.chunk_state(session, job_id=job.id, chunk_no=chunk_no - 1) == ChunkState.DONE:
+            return
+        if repository.try_lock_chunk(session, job_id=job.id, chunk_no=chunk_no - 1):
+            # Nobody works on it: it may wait in the queue behind this very chunk. (Done just now, it is free too.)
+            if repository.chunk_state(session, job_id=job.id, chunk_no=chunk_no - 1) == ChunkState.DONE:
+                return
+            raise NotItsTurn(f"chunk {chunk_no - 1} of {job.id} is not being processed")
+        if time.monotonic() > deadline:
+            raise NotItsTurn(f"chunk {chunk_no - 1} of {job.id} is taking too long")
+        time.sleep(delay)
+        delay = min(delay * 2, _TURN_POLL_SECONDS[1])
 
 
 def cancel_job(session: Session, *, partner_id: str, job_id: str) -> tuple[SyncJob, list[ChunkKey]]:

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from core.jobs.status import ChunkState, JobStatus
 from core.models import Partner, SyncJob
+from core.records.repository import driver_connection, text_array
 from core.records.rules import OUTCOMES
 
 # A chunk as the broker names it: its job and its number.
@@ -41,7 +42,14 @@ def get_job(session: Session, *, partner_id: str, job_id: str, for_update: bool 
 
 
 def list_jobs(
-    session: Session, *, partner_id: str, status: str | None, kind: str | None, limit: int, starting_after: str | None
+    session: Session,
+    *,
+    partner_id: str,
+    status: str | None,
+    kind: str | None,
+    dry_run: bool | None,
+    limit: int,
+    starting_after: str | None,
 ) -> list[SyncJob]:
     """Up to `limit` of the partner's jobs, newest first."""
     query = select(SyncJob).where(SyncJob.partner_id == partner_id)
@@ -49,13 +57,18 @@ def list_jobs(
         query = query.where(SyncJob.status == status)
     if kind:
         query = query.where(SyncJob.type == kind)
+    if dry_run is not None:
+        query = query.where(SyncJob.dry_run.is_(dry_run))
     if starting_after:
         query = query.where(SyncJob.id < starting_after)
     return list(session.scalars(query.order_by(SyncJob.id.desc()).limit(limit)))
 
 
-def set_job_size(cur: psycopg.Cursor[Any], *, job_id: str, total: int, chunk_count: int) -> None:
-    cur.execute("UPDATE sync_jobs SET total = %s, chunk_count = %s WHERE id = %s", (total, chunk_count, job_id))
+def set_job_size(cur: psycopg.Cursor[Any], *, job_id: str, total: int, chunk_count: int, names_ids: bool) -> None:
+    cur.execute(
+        "UPDATE sync_jobs SET total = %s, chunk_count = %s, names_ids = %s WHERE id = %s",
+        (total, chunk_count, names_ids, job_id),
+    )
 
 
 def mark_running(session: Session, *, job_id: str) -> None:
@@ -113,11 +126,12 @@ def purge_finished_before(session: Session, *, days: int) -> int:
         session.execute(
             text(
                 "WITH gone AS (DELETE FROM sync_jobs WHERE finished_at < now() - make_interval(days => :d) "
-                f"  RETURNING {', '.join(OUTCOMES)}), "
-                "folded AS (INSERT INTO purged_record_counts (outcome, records) "
-                f"  SELECT c.outcome, sum(c.n) FROM gone, LATERAL (VALUES {counts}) AS c(outcome, n) "
-                "  GROUP BY c.outcome HAVING sum(c.n) > 0 "
-                "  ON CONFLICT (outcome) DO UPDATE SET records = purged_record_counts.records + EXCLUDED.records) "
+                f"  RETURNING dry_run, {', '.join(OUTCOMES)}), "
+                "folded AS (INSERT INTO purged_record_counts (outcome, dry_run, records) "
+                f"  SELECT c.outcome, gone.dry_run, sum(c.n) FROM gone, LATERAL (VALUES {counts}) AS c(outcome, n) "
+                "  GROUP BY c.outcome, gone.dry_run HAVING sum(c.n) > 0 "
+                "  ON CONFLICT (outcome, dry_run) DO UPDATE "
+                "  SET records = purged_record_counts.records + EXCLUDED.records) "
                 "SELECT count(*) FROM gone"
             ),
             {"d": days},
@@ -270,6 +284,25 @@ def try_lock_chunk(session: Session, *, job_id: str, chunk_no: int) -> bool:
     )
 
 
+def chunk_state(session: Session, *, job_id: str, chunk_no: int) -> str | None:
+    """A chunk's state as last committed (None if the job has no such chunk)."""
+    state: str | None = session.execute(
+        text("SELECT state FROM job_chunks WHERE job_id = :j AND chunk_no = :c"), {"j": job_id, "c": chunk_no}
+    ).scalar_one_or_none()
+    return state
+
+
+def give_back_attempt(session: Session, *, job_id: str, chunk_no: int) -> None:
+    """Uncount an attempt at a queued chunk that was given up before anything was done with it."""
+    session.execute(
+        text(
+            "UPDATE job_chunks SET attempts = greatest(attempts - 1, 0) "
+            f"WHERE job_id = :j AND chunk_no = :c AND state = '{_QUEUED}'"
+        ),
+        {"j": job_id, "c": chunk_no},
+    )
+
+
 def count_attempt(session: Session, *, job_id: str, chunk_no: int, lease_seconds: int) -> int | None:
     """One more attempt at a queued chunk, its lease extended; None if it is no longer queued."""
     attempts: int | None = session.execute(
@@ -330,19 +363,62 @@ def finish_chunk(
     )
 
 
+# --- dry runs ---------------------------------------------------------------------------------------------------
+
+
+def dry_run_rows(session: Session, *, job_id: str, row_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The would-be state of those rows that the dry run's processed chunks would have replaced, by row id.
+
+    Each id is looked up through the primary key on its own (OFFSET 0 keeps the lookups apart): the table grows by
+    a chunk's rows at a time, faster than statistics follow, and `row_id = ANY(…)` could be read as a filter over
+    every row the job wrote so far, a chunk at a time: quadratic in the job's size.
+    """
+    cur = driver_connection(session).execute(
+        "SELECT d.row_id, d.state::text FROM unnest(%s::text[]) AS k(id) "
+        "CROSS JOIN LATERAL (SELECT row_id, state FROM dry_run_rows WHERE job_id = %s AND row_id = k.id OFFSET 0) AS d",
+        (text_array(list(row_ids)), job_id),
+        prepare=False,  # as core.records.repository.load_rows, for the same reason
+    )
+    return {row_id: orjson.loads(state) for row_id, state in cur.fetchall()}
+
+
+def save_dry_run_rows(session: Session, *, job_id: str, states: Mapping[str, dict[str, Any]]) -> None:
+    """Record the would-be state of rows a dry-run chunk would replace (a later one replacing a row again wins)."""
+    if not states:
+        return
+    driver_connection(session).execute(
+        "INSERT INTO dry_run_rows (job_id, row_id, state) SELECT %s, r ->> 0, r -> 1 "
+        "FROM jsonb_array_elements(%s::jsonb) AS r "
+        "ON CONFLICT (job_id, row_id) DO UPDATE SET state = EXCLUDED.state",
+        (job_id, orjson.dumps(list(states.items())).decode()),
+    )
+
+
+def forget_dry_run_rows(session: Session, *, job_id: str) -> None:
+    """A finished dry run needs its would-be rows no more."""
+    driver_connection(session).execute("DELETE FROM dry_run_rows WHERE job_id = %s", (job_id,))
+
+
 # --- results ----------------------------------------------------------------------------------------------------
 
 
-def done_chunks_after(session: Session, *, job_id: str, after: int, outcome: str | None) -> list[int]:
-    """The done chunks holding results with an index past `after` (and, if given, that outcome), in order."""
+def done_chunks_after(
+    session: Session, *, job_id: str, after: int, outcome: str | None, containing: bytes | None = None
+) -> list[int]:
+    """The done chunks holding results with an index past `after` (and, if given, that outcome, and results whose
+    stored bytes hold `containing`), in order."""
     query = (
         f"SELECT chunk_no FROM job_chunks WHERE job_id = :j AND state = '{_DONE}' "
         "AND first_index + record_count > :after + 1"
     )
     if outcome is not None:
         query += " AND coalesce((outcome_counts ->> :o)::int, 0) > 0"
+    if containing is not None:
+        query += " AND position(CAST(:needle AS bytea) IN results) > 0"
     return list(
-        session.execute(text(query + " ORDER BY chunk_no"), {"j": job_id, "after": after, "o": outcome}).scalars()
+        session.execute(
+            text(query + " ORDER BY chunk_no"), {"j": job_id, "after": after, "o": outcome, "needle": containing}
+        ).scalars()
     )
 
 

@@ -23,6 +23,7 @@ def job_view(job: SyncJob) -> dict[str, Any]:
         "object": "sync_job",
         "type": job.type,
         "business_id": job.business_id,
+        "dry_run": job.dry_run,
         "status": job.status,
         "counts": {
             "total": job.total,

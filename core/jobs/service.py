@@ -6,6 +6,7 @@ the broker a window at a time (core.jobs.admission).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,7 +22,7 @@ from core.config import settings
 from core.errors import FieldError, not_found
 from core.jobs import repository
 from core.jobs.admission import ChunkKey, admit_jobs, release_window
-from core.jobs.schemas import COUNTERS
+from core.jobs.schemas import COUNTERS, FINISHED
 from core.models import SyncJob
 from core.records.batch import Chunk, ParsedBatch, RecordsAt, check_count, duplicate_errors
 from core.records.repository import driver_connection
@@ -43,16 +44,21 @@ def accept_batch(
     elements: Iterable[Any],
     request_id: str | None = None,
     webhook_url: str | None = None,
+    dry_run: bool = False,
 ) -> Accepted:
     """Store a job and every record, chunk by chunk as the elements arrive; return the chunks to publish once
-    the transaction commits. An element that is a `FieldError` (an NDJSON line that was not JSON) fails alone."""
+    the transaction commits. An element that is a `FieldError` (an NDJSON line that was not JSON) fails alone.
+
+    A real job is an accepted write and takes its write sequence now (SPEC §3 rule 7); a dry run takes none.
+    """
     job = SyncJob(
         id=ids.new_id(ids.JOB),
         partner_id=partner_id,
         type=kind,
         business_id=business_id,
         status="queued",
-        seq=next_write_seq(session),
+        dry_run=dry_run,
+        seq=None if dry_run else next_write_seq(session),
         chunk_count=0,
         total=0,
         request_id=request_id,
@@ -86,7 +92,9 @@ def accept_batch(
             by_chunk.setdefault(index // size, {})[str(index % size)] = [e.as_dict() for e in errors]
         if by_chunk:
             repository.add_rejections(cur, job_id=job.id, by_chunk=by_chunk)
-        repository.set_job_size(cur, job_id=job.id, total=batch.count, chunk_count=chunk_no)
+        repository.set_job_size(
+            cur, job_id=job.id, total=batch.count, chunk_count=chunk_no, names_ids=bool(batch.key_hashes.get("id"))
+        )
     to_publish = admit_jobs(session, partner_id)
     session.refresh(job)
     return Accepted(job, to_publish)
@@ -120,6 +128,26 @@ def _store_chunk(cur: psycopg.Cursor[Any], job_id: str, chunk: Chunk) -> None:
     )
 
 
+# Before a job has processed anything, its records are assumed to go at this rate (about half what two worker
+# processes do on two cores, docs/performance.md); after, at the rate it has gone so far.
+ASSUMED_RECORDS_PER_SECOND = 20_000
+MAX_RETRY_AFTER_SECONDS = 60
+
+
+def retry_after_seconds(job: SyncJob, now: datetime) -> int | None:
+    """How long to wait before asking about an unfinished job again (`Retry-After`): about the time its remaining
+    records should take at the rate it has gone so far, 1 to 60 s; None once the job has finished."""
+    if job.status in FINISHED:
+        return None
+    remaining = max(0, job.total - job.processed)
+    rate = float(ASSUMED_RECORDS_PER_SECOND)
+    if job.started_at is not None and job.processed > 0:
+        elapsed = (now - job.started_at).total_seconds()
+        if elapsed > 0:
+            rate = job.processed / elapsed
+    return max(1, min(MAX_RETRY_AFTER_SECONDS, math.ceil(remaining / rate)))
+
+
 def get_job(session: Session, *, partner_id: str, job_id: str, for_update: bool = False) -> SyncJob:
     """The partner's job, or `not_found`."""
     if "\x00" in job_id:  # no id holds a NUL, and PostgreSQL refuses to compare text with one
@@ -138,10 +166,18 @@ def list_jobs(
     kind: str | None,
     limit: int,
     starting_after: str | None,
+    dry_run: bool | None = None,
 ) -> tuple[list[SyncJob], bool]:
-    """The partner's jobs, newest first; whether there are more."""
+    """The partner's jobs, newest first (only dry runs, or only real jobs, if `dry_run` says so); whether there are
+    more."""
     rows = repository.list_jobs(
-        session, partner_id=partner_id, status=status, kind=kind, limit=limit + 1, starting_after=starting_after
+        session,
+        partner_id=partner_id,
+        status=status,
+        kind=kind,
+        dry_run=dry_run,
+        limit=limit + 1,
+        starting_after=starting_after,
     )
     return rows[:limit], len(rows) > limit
 

@@ -36,12 +36,18 @@ UNACKED_KEY = "unacked"
 _STATEMENT_TIMEOUT_MS = 5000
 
 
+# The `dry_run` label: a dry run's jobs and records (SPEC §9) are counted apart from those that wrote something.
+DRY_RUN_LABELS = {False: "false", True: "true"}
+
+
 @dataclass(slots=True)
 class DatabaseSnapshot:
     """What PostgreSQL says at one instant."""
 
-    jobs: dict[tuple[str, str], int] = field(default_factory=dict)
-    records: dict[str, int] = field(default_factory=dict)
+    # (type, status, dry run) -> jobs
+    jobs: dict[tuple[str, str, bool], int] = field(default_factory=dict)
+    # (outcome, dry run) -> records
+    records: dict[tuple[str, bool], int] = field(default_factory=dict)
     records_waiting: int = 0
     oldest_waiting_seconds: float = 0.0
     # Cumulative counts per bucket of CHUNK_BUCKETS, then the count of every chunk (+Inf), and the sum in seconds.
@@ -63,13 +69,14 @@ def read_database() -> DatabaseSnapshot:
         repository.begin_read_only(conn, statement_timeout_ms=_STATEMENT_TIMEOUT_MS)
         # Records are counted from the jobs' own counters (moved in the transaction that wrote the records) plus
         # those of jobs already purged, which the purge folds into purged_record_counts in the same statement.
-        records = dict.fromkeys(OUTCOMES, 0)
+        records = dict.fromkeys(((name, dry_run) for name in OUTCOMES for dry_run in DRY_RUN_LABELS), 0)
         for row in repository.job_counts(conn):
-            snapshot.jobs[(row[0], row[1])] = int(row[2])
-            for name, value in zip(OUTCOMES, row[3:], strict=True):
-                records[name] += int(value or 0)
-        for outcome, count in repository.purged_record_counts(conn):
-            records[outcome] = records.get(outcome, 0) + int(count)
+            kind, status, dry_run = row[0], row[1], bool(row[2])
+            snapshot.jobs[(kind, status, dry_run)] = int(row[3])
+            for name, value in zip(OUTCOMES, row[4:], strict=True):
+                records[(name, dry_run)] += int(value or 0)
+        for outcome, dry_run, count in repository.purged_record_counts(conn):
+            records[(outcome, bool(dry_run))] = records.get((outcome, bool(dry_run)), 0) + int(count)
         snapshot.records = records
         snapshot.records_waiting = repository.records_waiting(conn)
         # Released chunks not yet processed; their age runs from the job's acceptance (there is no release time).
@@ -126,10 +133,14 @@ def _families(
     database: DatabaseSnapshot | None, broker: BrokerSnapshot | None, up: dict[str, int]
 ) -> list[GaugeMetricFamily | CounterMetricFamily | GaugeHistogramMetricFamily]:
     jobs = GaugeMetricFamily(
-        "pfsync_jobs", "Jobs kept (PFSYNC_JOB_RETENTION_DAYS), by type and status.", labels=["type", "status"]
+        "pfsync_jobs",
+        "Jobs kept (PFSYNC_JOB_RETENTION_DAYS), by type, status and whether they are dry runs.",
+        labels=["type", "status", "dry_run"],
     )
     records = CounterMetricFamily(
-        "pfsync_records", "Records that reached an outcome, by outcome, since the service began.", labels=["outcome"]
+        "pfsync_records",
+        "Records that reached an outcome (in a dry run, a would-be outcome), by outcome, since the service began.",
+        labels=["outcome", "dry_run"],
     )
     waiting_records = GaugeMetricFamily("pfsync_records_waiting", "Records of unfinished jobs not yet processed.")
     oldest = GaugeMetricFamily(
@@ -153,11 +164,12 @@ def _families(
         "pfsync_metrics_source_up", "Whether a source of these metrics answered this scrape.", labels=["source"]
     )
     if database is not None:
-        for kind in JOB_TYPES:
-            for status in JOB_STATUSES:
-                jobs.add_metric([kind, status], database.jobs.get((kind, status), 0))
-        for outcome in OUTCOMES:
-            records.add_metric([outcome], database.records.get(outcome, 0))
+        for dry_run, label in DRY_RUN_LABELS.items():
+            for kind in JOB_TYPES:
+                for status in JOB_STATUSES:
+                    jobs.add_metric([kind, status, label], database.jobs.get((kind, status, dry_run), 0))
+            for outcome in OUTCOMES:
+                records.add_metric([outcome, label], database.records.get((outcome, dry_run), 0))
         waiting_records.add_metric([], database.records_waiting)
         oldest.add_metric([], database.oldest_waiting_seconds)
         _add_chunk_histogram(chunk_seconds, database.chunk_buckets, database.chunk_seconds_sum)

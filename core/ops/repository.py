@@ -25,14 +25,17 @@ def begin_read_only(conn: Connection, *, statement_timeout_ms: int) -> None:
 
 
 def job_counts(conn: Connection) -> Sequence[Row[*tuple[Any, ...]]]:
-    """Per job type and status: the number of jobs, then the sum of each record outcome counter, in OUTCOMES order."""
+    """Per job type, status and dry run or not: the number of jobs, then the sum of each record outcome counter,
+    in OUTCOMES order."""
     sums = ", ".join(f"sum({name})" for name in OUTCOMES)
-    return conn.execute(text(f"SELECT type, status, count(*), {sums} FROM sync_jobs GROUP BY type, status")).all()
+    return conn.execute(
+        text(f"SELECT type, status, dry_run, count(*), {sums} FROM sync_jobs GROUP BY type, status, dry_run")
+    ).all()
 
 
-def purged_record_counts(conn: Connection) -> Sequence[Row[str, int]]:
-    """Per outcome, the records of jobs already purged."""
-    return conn.execute(text("SELECT outcome, records FROM purged_record_counts")).all()
+def purged_record_counts(conn: Connection) -> Sequence[Row[str, bool, int]]:
+    """Per outcome and dry run or not, the records of jobs already purged."""
+    return conn.execute(text("SELECT outcome, dry_run, records FROM purged_record_counts")).all()
 
 
 def records_waiting(conn: Connection) -> int:

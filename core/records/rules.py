@@ -2,7 +2,8 @@
 
 `plan_records` is pure: given the payloads and the rows they refer to, it decides every record's outcome, in
 input order, each record seeing the state the ones before it left. `core.records.repository` loads those rows, writes
-the plan in a few set-based statements and retries the whole list if a concurrent writer got in between.
+the plan in a few set-based statements and retries the whole list if a concurrent writer got in between; a dry run
+(SPEC §9) plans the same way over rows it only reads, and writes nothing.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from itertools import count
 from typing import Any, Literal
 
 import orjson
@@ -38,6 +40,9 @@ class Outcome(StrEnum):
 # Plain strings at run time (orjson takes no enum as a dict key): the enum is where they are declared.
 CREATED, REPLACED, UNCHANGED, SUPERSEDED, FAILED, CANCELLED = (outcome.value for outcome in Outcome)
 OUTCOMES: tuple[str, ...] = tuple(outcome.value for outcome in Outcome)
+# The sequence a dry run plans with: newer than any write, as the write it previews would be if it were accepted
+# now, so nothing it previews is superseded. It is never written anywhere (a dry run takes no write sequence).
+PREVIEW_SEQ = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,15 +63,26 @@ class RecordOutcome:
     id: str | None = None
     external_id: str | None = None
     errors: list[FieldError] = field(default_factory=list)
+    # For `replaced`: the properties whose value changed, in WRITABLE order (else empty).
+    changed_fields: list[str] = field(default_factory=list)
+    # For `replaced` in a dry run: each changed property's value before and after (`{"from", "to"}`).
+    changes: dict[str, dict[str, Any]] | None = None
 
     def as_result(self) -> dict[str, Any]:
-        return {
+        """The result as stored: `changed_fields` only when there are some and `changes` only in a dry run, so a
+        result takes no more room than it needs (core.jobs.results shows every result with `changed_fields`)."""
+        result = {
             "index": self.index,
             "outcome": self.outcome,
             "id": self.id,
             "external_id": self.external_id,
             "errors": [e.as_dict() for e in bounded_errors(self.errors)] if self.errors else [],
         }
+        if self.changed_fields:
+            result["changed_fields"] = self.changed_fields
+        if self.changes is not None:
+            result["changes"] = self.changes
+        return result
 
 
 @dataclass(slots=True)
@@ -102,14 +118,17 @@ def desired_state(kind: Kind, payload: Payload, current_external_id: str | None)
     return state
 
 
-def _same(kind: Kind, row: Row, state: Row) -> bool:
+def changed_fields(kind: Kind, row: Row, state: Row) -> list[str]:
+    """The writable properties whose value differs between a stored row and the state a payload asks for, in
+    WRITABLE order; empty when the payload equals the stored record (rule 6: `unchanged`)."""
+    changed: list[str] = []
     for prop in WRITABLE[kind]:
         if prop == "metadata":
             if canonical_metadata(row["metadata"]) != canonical_metadata(state["metadata"]):
-                return False
+                changed.append(prop)
         elif row[prop] != state[prop]:
-            return False
-    return True
+            changed.append(prop)
+    return changed
 
 
 def _lower(email: str | None) -> str | None:
@@ -124,11 +143,13 @@ def plan_records(
     rows: Sequence[Row],
     new_id: Callable[[], str],
     create_only: bool = False,
+    describe_changes: bool = False,
 ) -> Plan:
     """Decide every record's outcome, in input order, against `rows` (every stored row the records name).
 
     `create_only` (the legacy create endpoints): every record is a new one, needs no identifier, and an
-    external_id already held is a conflict rather than a target.
+    external_id already held is a conflict rather than a target. `describe_changes` (a dry run): a replaced
+    record's outcome also holds each changed property's value before and after.
     """
     kind = scope.kind
     customers = kind == "customers"
@@ -221,12 +242,16 @@ def plan_records(
             plan.outcomes.append(RecordOutcome(index, CREATED, row["id"], xid))
             continue
 
-        if _same(kind, target, state):
+        changed_props = changed_fields(kind, target, state)
+        if not changed_props:
             if target["last_seq"] < seq and target["id"] not in created_ids:
                 touched.add(target["id"])
             target["last_seq"] = max(target["last_seq"], seq)
             plan.outcomes.append(RecordOutcome(index, UNCHANGED, target["id"], xid))
             continue
+        changes = (
+            {prop: {"from": target[prop], "to": state[prop]} for prop in changed_props} if describe_changes else None
+        )
 
         _move_key(by_xid, released, "x", target["external_id"], xid, target["id"], plan)
         if customers:
@@ -236,13 +261,77 @@ def plan_records(
         if target["id"] not in created_ids:
             changed[target["id"]] = target
             touched.discard(target["id"])
-        plan.outcomes.append(RecordOutcome(index, REPLACED, target["id"], xid))
+        plan.outcomes.append(
+            RecordOutcome(index, REPLACED, target["id"], xid, changed_fields=changed_props, changes=changes)
+        )
 
     plan.creates = [by_id[i] for i in created_ids]
     plan.replaces = list(changed.values())
     plan.touches = sorted(touched - changed.keys())
     plan.release_first &= changed.keys()
     return plan
+
+
+@dataclass(slots=True)
+class Preview:
+    """What a dry run of some records would do: each record's outcome, and the would-be state of every stored row
+    it would replace."""
+
+    outcomes: list[RecordOutcome]
+    replaced: list[Row]
+
+
+def preview(*, scope: Scope, records: Sequence[tuple[int, Payload | list[FieldError]]], rows: Sequence[Row]) -> Preview:
+    """Plan records exactly as a real sync does (`plan_records`), as a dry run: as the newest write there is (nothing
+    is superseded), describing each replace's changes; a would-be created record has no id."""
+    numbers = count()
+    plan = plan_records(
+        scope=scope,
+        seq=PREVIEW_SEQ,
+        records=records,
+        rows=rows,
+        new_id=lambda: f"would-be-created-{next(numbers)}",
+        describe_changes=True,
+    )
+    for outcome in plan.outcomes:
+        if outcome.outcome == CREATED:
+            outcome.id = None
+    return Preview(plan.outcomes, plan.replaces)
+
+
+@dataclass(frozen=True, slots=True)
+class NamedKeys:
+    """The ids, external_ids and (lower-cased) email addresses some records name."""
+
+    ids: frozenset[str]
+    external_ids: frozenset[str]
+    emails: frozenset[str]
+
+    @classmethod
+    def of(cls, records: Sequence[tuple[int, Payload | list[FieldError]]]) -> NamedKeys:
+        payloads = [p for _, p in records if not isinstance(p, list)]
+        return cls(
+            frozenset(p.id for p in payloads if p.id is not None),
+            frozenset(p.external_id for p in payloads if p.external_id is not None),
+            frozenset(e.lower() for p in payloads if (e := getattr(p, "email_address", None)) is not None),
+        )
+
+    def leave_reachable(self, before: Row, *, ids_in_batch: bool) -> bool:
+        """Whether another record of the same batch than these could still name the stored row `before` (as it was
+        when these records were planned): then a dry run must carry what these records make of it to the records
+        after them.
+
+        A record names a row by its id, its external_id or (customers) its email address. A later one cannot use a
+        key one of these records holds, for both would fail `duplicate_in_batch` (SPEC §4); nor an id, if no record
+        of the batch has one. Any key a row takes from these records is one of theirs, so only its keys of before
+        count.
+        """
+        if ids_in_batch and before["id"] not in self.ids:
+            return True
+        if before["external_id"] is not None and before["external_id"] not in self.external_ids:
+            return True
+        email = before.get("email_address")
+        return email is not None and email.lower() not in self.emails
 
 
 def _move_key(

@@ -11,8 +11,8 @@ from sqlalchemy.orm import Session
 from core.errors import RECORD_ERROR_STATUS, TOO_MANY_ERRORS, DomainError, FieldError, bounded_errors, not_found
 from core.models import Business, Customer
 from core.records import repository
-from core.records.repository import apply_records
-from core.records.rules import FAILED, Payload, RecordOutcome, Scope
+from core.records.repository import apply_records, preview_records
+from core.records.rules import FAILED, REPLACED, Payload, RecordOutcome, Scope, desired_state
 from core.records.schemas import parse_record
 
 T = TypeVar("T", Business, Customer)
@@ -136,12 +136,62 @@ def record_error(errors: list[FieldError]) -> DomainError:
     return DomainError(code, detail, 422, errors)
 
 
-def sync_one(session: Session, *, scope: Scope, body: dict[str, Any]) -> tuple[RecordOutcome, dict[str, Any]]:
-    """Create or replace one record by the sync rules; return its outcome and the stored record."""
+def sync_one(
+    session: Session, *, scope: Scope, body: dict[str, Any], dry_run: bool = False
+) -> tuple[RecordOutcome, dict[str, Any]]:
+    """Create or replace one record by the sync rules; return its outcome and the stored record. `dry_run`: change
+    nothing, and return what the outcome and the record would be (`preview_one`)."""
     payload = parse_record(scope.kind, body)
     if isinstance(payload, list):
         raise record_error(payload)
+    if dry_run:
+        return preview_one(session, scope=scope, payload=payload)
     return apply_one(session, scope=scope, payload=payload)
+
+
+def preview_one(session: Session, *, scope: Scope, payload: Payload) -> tuple[RecordOutcome, dict[str, Any]]:
+    """What syncing one validated record would do, by the same rules, changing nothing (SPEC §9): its outcome and
+    the would-be record. A failed record raises the problem the real sync would answer.
+
+    The would-be record is the stored one with the payload's properties, its timestamps as stored (nothing is
+    written); a would-be created record has no id and no timestamps yet (null).
+    """
+    outcome = preview_records(session, scope=scope, records=[(0, payload)]).outcomes[0]
+    if outcome.outcome == FAILED:
+        raise record_error(outcome.errors)
+    if outcome.id is None:
+        return outcome, _new_view(scope, desired_state(scope.kind, payload, None))
+    view = _stored_view(session, scope, outcome.id)
+    if outcome.outcome == REPLACED:
+        view.update(desired_state(scope.kind, payload, view["external_id"]))
+    return outcome, view
+
+
+def _new_view(scope: Scope, state: dict[str, Any]) -> dict[str, Any]:
+    """A record that does not exist yet, as the API would show it once created (without an id or timestamps)."""
+    if scope.kind == "businesses":
+        return {
+            "id": None,
+            "object": "business",
+            "external_id": state["external_id"],
+            "name": state["name"],
+            "metadata": state["metadata"],
+            "created_at": None,
+            "updated_at": None,
+        }
+    return {
+        "id": None,
+        "object": "customer",
+        "business_id": scope.business_id,
+        "external_id": state["external_id"],
+        "email_address": state["email_address"],
+        "phone_number": state["phone_number"],
+        "full_name": state["full_name"],
+        "metadata": state["metadata"],
+        "unsubscribed": None,
+        "created_at": None,
+        "updated_at": None,
+    }
 
 
 def apply_one(

@@ -74,6 +74,12 @@ def _module(name: str) -> Any:
     return importlib.import_module(f"{PACKAGE}.{name}")
 
 
+def test_results_are_declared_as_json_ndjson_and_csv() -> None:
+    answer = app.openapi()["paths"]["/jobs/{job_id}/results"]["get"]["responses"]["200"]["content"]
+    assert set(answer) == {"application/json", "application/x-ndjson", "text/csv"}
+    assert answer["text/csv"]["schema"]["format"] == "binary"
+
+
 def test_the_generator_prints_no_warning_about_the_document(generated: tuple[Path, str]) -> None:
     _, output = generated
     assert "warning" not in output.lower(), output
@@ -96,8 +102,11 @@ def test_the_client_has_one_model_per_component_each_with_every_field(
         },
         "BusinessSync": {"id", "external_id", "name", "metadata"},
         "CustomerSync": {"id", "external_id", "email_address", "phone_number", "full_name", "metadata"},
-        "Job": {"id", "type_", "business_id", "status", "counts", "created_at", "finished_at", "links"},
-        "Result": {"index", "outcome", "id", "external_id", "errors"},
+        "BusinessPreview": {"id", "object_", "external_id", "name", "metadata", "created_at", "updated_at"},
+        "CustomerPreview": {"id", "object_", "business_id", "external_id", "full_name", "created_at", "updated_at"},
+        "Job": {"id", "type_", "business_id", "dry_run", "status", "counts", "created_at", "finished_at", "links"},
+        "Result": {"index", "outcome", "id", "external_id", "changed_fields", "errors", "changes"},
+        "Change": {"from_", "to"},
         "ResultList": {"data", "has_more", "next_cursor"},
         "Problem": {"type_", "title", "status", "detail", "code", "errors"},
     }  # fmt: skip
@@ -207,6 +216,38 @@ def test_a_typed_round_trip_through_the_generated_client(client_package: ModuleT
     assert again.status_code == 202, again.content
     assert isinstance(again.parsed, models.Job)
     assert again.parsed.counts.total == 3
+
+    # A dry run: the would-be record of a single sync (a new one has no id yet), then a batch whose results say what
+    # would change, from what to what; nothing is written.
+    preview = sync_business.sync_detailed(
+        client=client, body=models.BusinessSync(name="Typed Co 2", external_id="typed-1"), dry_run=True
+    )
+    assert preview.status_code == 200, preview.content
+    assert preview.headers["Sync-Outcome"] == "replaced"
+    assert isinstance(preview.parsed, models.Business)  # an existing record: every field is there
+    assert (preview.parsed.id, preview.parsed.name) == (business.id, "Typed Co 2")
+    new = sync_business.sync_detailed(
+        client=client, body=models.BusinessSync(name="N", external_id="n-1"), dry_run=True
+    )
+    assert isinstance(new.parsed, models.BusinessPreview)
+    assert (new.parsed.id, new.parsed.created_at, new.parsed.name) == (None, None, "N")
+    dry_batch = models.CustomerBatch(
+        customers=[models.CustomerSync(external_id="c-1", email_address="ada@example.com", full_name="Ada King")]
+    )
+    dry = sync_customers_batch.sync_detailed(business_id=business.id, client=client, body=dry_batch, dry_run=True)
+    assert dry.status_code == 202, dry.content
+    assert isinstance(dry.parsed, models.Job)
+    assert dry.parsed.dry_run is True
+    dry_deadline = time.monotonic() + 60
+    while get_job.sync(job_id=dry.parsed.id, client=client).status != models.JobStatus.COMPLETED:
+        assert time.monotonic() < dry_deadline, "the dry run did not finish"
+        time.sleep(0.1)
+    [would] = job_results.sync(job_id=dry.parsed.id, client=client, external_id="c-1").data
+    assert (would.outcome, would.id, would.changed_fields) == (models.Outcome.REPLACED, results[0].id, ["full_name"])
+    change = would.changes["full_name"]
+    assert isinstance(change, models.Change)
+    assert (change.from_, change.to) == ("Ada Lovelace", "Ada King")
+    assert get_customer.sync(customer_id=results[0].id, client=client).full_name == "Ada Lovelace"
 
     # A problem is typed too.
     missing = get_job.sync_detailed(job_id="job_missing", client=client)

@@ -7,6 +7,7 @@ commands in a `pfsync dev` folder on embedded servers, the way a person first me
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -302,6 +303,67 @@ def test_push_draws_live_bars_on_a_terminal(service: Service, partner: PartnerKe
     assert "━" in result.stdout  # a bar
     assert "10/10" in result.stdout
     assert "Uploading b.json: " not in result.stdout  # not the plain lines
+
+
+def test_push_dry_run_shows_what_would_happen_and_writes_nothing(
+    service: Service, partner: PartnerKey, tmp_path: Path
+) -> None:
+    path = tmp_path / "businesses.json"
+    path.write_text(json.dumps([{"external_id": "p-0", "name": "Zero"}, {"external_id": "p-1"}, {"name": "N"}]))
+    env = client_env(service, partner)
+
+    result = run_pfsync("push", str(path), "--businesses", "--dry-run", env=env)
+
+    assert result.returncode == 1, result.stdout + result.stderr  # some records would fail
+    out = result.stdout
+    assert "Accepted dry run job_" in out
+    assert "3 records would be: created 1, failed 2. Nothing was written." in out
+    assert "2 records that would fail written to" in out
+    would_fail = path.with_name("businesses.json.dry-run.failed.ndjson")
+    assert [json.loads(line)["index"] for line in would_fail.read_text().splitlines()] == [1, 2]
+    assert not path.with_name("businesses.json.failed.ndjson").exists()  # a real push's file is left alone
+    stored = httpx.get(f"{service.url}/businesses", auth=partner.auth, timeout=30).json()
+    assert stored["data"] == []
+
+    listed = run_pfsync("jobs", "--dry-run", env=env)
+    assert "(dry run)" in listed.stdout
+    job_id = job_id_in(out.split("Accepted dry run", 1)[1])
+    assert job_id in listed.stdout
+    assert job_id not in run_pfsync("jobs", "--no-dry-run", env=env).stdout
+    shown = run_pfsync("jobs", job_id, env=env)
+    assert "dry run" in shown.stdout
+    assert "nothing was written" in shown.stdout
+
+    clean = tmp_path / "clean.json"
+    clean.write_text(json.dumps([{"external_id": "p-9", "name": "Nine"}]))
+    assert run_pfsync("push", str(clean), "--businesses", "--dry-run", env=env).returncode == 0
+
+
+def test_push_writes_the_failed_results_as_csv(service: Service, partner: PartnerKey, tmp_path: Path) -> None:
+    path = tmp_path / "customers.ndjson"
+    path.write_text(
+        '{"external_id": "q,0", "email_address": "ok@example.com"}\n'
+        '{"external_id": "q \\"1\\"", "email_address": "bad"}\n'
+        '{"external_id": "=q2", "fullname": "typo"}\n'
+    )
+    business = create_business(service, partner)
+
+    result = run_pfsync(
+        "push", str(path), "--customers", business, "--results-format", "csv", env=client_env(service, partner)
+    )
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "2 failed records written to" in result.stdout
+    target = path.with_name("customers.ndjson.failed.csv")
+    with target.open(newline="", encoding="utf-8") as file:
+        rows = list(csv.reader(file))
+    assert rows[0] == [
+        "index", "outcome", "id", "external_id", "changed_fields", "error_codes", "error_paths", "error_messages",
+    ]  # fmt: skip
+    assert [(r[0], r[1], r[3], r[5], r[6]) for r in rows[1:]] == [
+        ("1", "failed", 'q "1"', "invalid_email", "email_address"),
+        ("2", "failed", "=q2", "unknown_field", "fullname"),
+    ]
 
 
 @pytest.mark.usefixtures("service")  # its worker is the live one

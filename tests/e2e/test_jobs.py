@@ -65,7 +65,7 @@ def test_results_are_paged_filtered_and_streamed_in_input_order(client, worker, 
     results = first["data"] + second["data"] + third["data"]
     assert [r["outcome"] for r in results] == expected
     assert [r["external_id"] for r in results] == [f"e{i}" for i in range(25)]
-    assert set(results[0]) == {"index", "outcome", "id", "external_id", "errors"}
+    assert set(results[0]) == {"index", "outcome", "id", "external_id", "changed_fields", "errors"}
 
     failed: list[int] = []
     cursor = None

@@ -52,10 +52,12 @@ def test_metrics_need_no_credentials_and_name_every_family(app_client: Any) -> N
         assert name in names, name
     labels = {(name, key) for name, pairs in samples for key, _ in pairs}
     assert {("pfsync_jobs", "type"), ("pfsync_jobs", "status"), ("pfsync_records_total", "outcome")} <= labels
+    assert {("pfsync_jobs", "dry_run"), ("pfsync_records_total", "dry_run")} <= labels
     assert {("pfsync_queue_depth", "state"), ("pfsync_chunk_seconds_bucket", "le")} <= labels
     assert {("pfsync_http_requests_total", key) for key in ("method", "route", "status")} <= labels
     for status in ("queued", "running", "completed", "cancelled", "failed"):
-        assert ("pfsync_jobs", (("status", status), ("type", "customers"))) in samples
+        for dry_run in ("false", "true"):
+            assert ("pfsync_jobs", (("dry_run", dry_run), ("status", status), ("type", "customers"))) in samples
     for state in ("waiting", "unacked"):
         assert ("pfsync_queue_depth", (("state", state),)) in samples
     assert value(samples, "pfsync_metrics_source_up", source="database") == 1
@@ -84,9 +86,9 @@ def test_values_move_after_a_job(client: Any) -> None:
         return value(after, name, **labels) - value(before, name, **labels)
 
     # Other tests' jobs may finish meanwhile, so the counters move by at least this job's share.
-    assert delta("pfsync_records_total", outcome="created") >= 5
-    assert delta("pfsync_records_total", outcome="failed") >= 1
-    assert delta("pfsync_jobs", type="businesses", status="completed") >= 1
+    assert delta("pfsync_records_total", outcome="created", dry_run="false") >= 5
+    assert delta("pfsync_records_total", outcome="failed", dry_run="false") >= 1
+    assert delta("pfsync_jobs", type="businesses", status="completed", dry_run="false") >= 1
     assert delta("pfsync_chunk_seconds_gcount") >= 1
     assert value(after, "pfsync_chunk_seconds_gsum") > 0
     buckets = [v for (name, labels), v in after.items() if name == "pfsync_chunk_seconds_bucket"]

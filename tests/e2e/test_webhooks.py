@@ -285,3 +285,22 @@ def test_a_slow_receiver_does_not_hold_up_other_deliveries(client: Any, other_pa
     )
     [fast] = wait_for(lambda: receiver.at("/hooks/fast"), timeout=20, what="the fast receiver to be called")
     assert fast.received_at - slow.received_at < 1.0  # sent while the slow receiver still held its attempt
+
+
+@pytest.mark.usefixtures("worker", "scheduler")
+def test_a_dry_runs_event_says_it_is_a_dry_run(client: Any, receiver: Receiver) -> None:
+    secret = configure(client, receiver.plan("/hooks/dry"))
+    response = client.post(
+        "/sync/businesses/batch", params={"dry_run": "true"}, json={"businesses": [{"external_id": "d", "name": "D"}]}
+    )
+    job = wait_job(client, response.json()["id"])
+    [delivery] = wait_for(lambda: settled(client, job["id"]), timeout=20, what="the delivery to settle")
+
+    [attempt] = receiver.at("/hooks/dry")
+    event = verify(secret, attempt)
+    assert event["type"] == "sync_job.completed"
+    assert event["data"] == job
+    assert event["data"]["dry_run"] is True
+    assert event["data"]["counts"]["created"] == 1
+    assert delivery["status"] == "succeeded"
+    assert client.get("/businesses", params={"external_id": "d"}).json()["data"] == []

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import orjson
+import pytest
 from sqlalchemy.orm import Session
 
 from core.records.repository import _LOAD, _key_arrays, driver_connection, load_rows
@@ -40,7 +41,9 @@ def _scans(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from _scans(child)
 
 
-def test_a_business_the_statistics_do_not_know_is_read_by_key_not_whole(session: Session) -> None:
+# The real path locks the rows it reads; a dry run reads the same ones the same way, without a lock.
+@pytest.mark.parametrize("lock", [True, False], ids=["locked", "dry_run"])
+def test_a_business_the_statistics_do_not_know_is_read_by_key_not_whole(session: Session, lock: bool) -> None:
     partner = make_partner("statistics")
     known = _business(session, partner.partner_id, "known")
     grown = _business(session, partner.partner_id, "grown")
@@ -53,7 +56,9 @@ def test_a_business_the_statistics_do_not_know_is_read_by_key_not_whole(session:
     keys = [f"c-{i}" for i in range(1000, 2000)]
     emails = [f"c{i}@example.com" for i in range(1500, 2500)]
     params = {"scope": grown, **_key_arrays(ids=[f"{grown}_cus_7"], xids=keys, emails=emails)}
-    explained = driver_connection(session).execute("EXPLAIN (FORMAT JSON) " + _LOAD["customers"], params).fetchone()
+    explained = (
+        driver_connection(session).execute("EXPLAIN (FORMAT JSON) " + _LOAD["customers", lock], params).fetchone()
+    )
     assert explained is not None
     document = explained[0] if isinstance(explained[0], list) else orjson.loads(explained[0])
     scans = [scan for scan in _scans(document[0]["Plan"]) if scan["Relation Name"] == "customers"]
@@ -73,6 +78,29 @@ def test_a_business_the_statistics_do_not_know_is_read_by_key_not_whole(session:
         driver_connection(session).cursor(),
         Scope("customers", partner.partner_id, grown),
         [(i, parse_record("customers", {"external_id": key})) for i, key in enumerate(keys)],
+        lock=lock,
     )
     assert sorted(row["external_id"] for row in rows) == sorted(keys)
-    assert [row["id"] for row in rows] == sorted(row["id"] for row in rows)  # locked in id order
+    assert [row["id"] for row in rows] == sorted(row["id"] for row in rows)  # (locked) in id order
+
+
+@pytest.mark.parametrize("lock", [True, False], ids=["locked", "dry_run"])
+def test_a_connection_keeps_no_plan_made_while_the_table_was_small(session: Session, lock: bool) -> None:
+    """A prepared statement keeps one generic plan for the connection's life. Made on an empty business (a worker's
+    first chunks on a new database), it reads the whole business for each key once the business has grown, so the
+    load must be planned afresh each time, never prepared."""
+    partner = make_partner("plans")
+    business = _business(session, partner.partner_id, "small-then-big")
+    cur = driver_connection(session).cursor()
+    scope = Scope("customers", partner.partner_id, business)
+    records = [(i, parse_record("customers", {"external_id": f"c-{i}"})) for i in range(1, 50)]
+    for _ in range(8):  # psycopg prepares a statement from its fifth run on
+        assert load_rows(cur, scope, records, lock=lock) == []
+    prepared = (
+        driver_connection(session)
+        .execute("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE '%CROSS JOIN LATERAL%'")
+        .fetchone()
+    )
+    assert prepared == (0,)
+    _customers(session, partner.partner_id, business, 200)
+    assert len(load_rows(cur, scope, records, lock=lock)) == 49

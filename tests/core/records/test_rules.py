@@ -378,3 +378,61 @@ def test_a_move_onto_a_key_still_held_changes_nothing(scope_with_abc: tuple[Scop
     assert [o for o, _ in outcomes] == ["failed", "failed"]
     assert [e.code for _, errors in outcomes for e in errors] == ["external_id_conflict", "external_id_conflict"]
     assert _external_ids(scope) == before
+
+
+# --- what a replace changes --------------------------------------------------------------------------------------
+
+
+def test_a_replaced_record_names_the_fields_it_changed_and_a_dry_run_their_values() -> None:
+    rows = [{**_row("biz_a", "a"), "metadata": {"tier": "gold", "n": 1}}]
+    payloads = [_business(external_id="a", name="M", metadata={"n": 1, "tier": "gold"})]
+    plan = plan_records(
+        scope=SCOPE,
+        seq=10,
+        records=list(enumerate(payloads)),
+        rows=rows,
+        new_id=lambda: "biz_new",
+        describe_changes=True,
+    )
+    [outcome] = plan.outcomes
+    # Metadata is compared as JSON (key order does not count): only the name changed.
+    assert (outcome.outcome, outcome.changed_fields) == ("replaced", ["name"])
+    assert outcome.changes == {"name": {"from": "N", "to": "M"}}
+
+    real = plan_records(scope=SCOPE, seq=10, records=list(enumerate(payloads)), rows=rows, new_id=lambda: "biz_new")
+    assert real.outcomes[0].changed_fields == ["name"]
+    assert real.outcomes[0].changes is None  # only a dry run keeps the values
+    assert "changes" not in real.outcomes[0].as_result()
+
+
+def test_only_a_replaced_record_has_changed_fields() -> None:
+    rows = [_row("biz_a", "a"), _row("biz_b", "b")]
+    outcomes = plan_records(
+        scope=SCOPE,
+        seq=10,
+        records=list(
+            enumerate(
+                [
+                    _business(external_id="a", name="N"),  # unchanged
+                    _business(external_id="new"),  # created
+                    _business(id="biz_b", external_id=None, metadata={"k": [1]}),  # replaced: two fields
+                    _business(id="biz_missing"),  # failed
+                ]
+            )
+        ),
+        rows=rows,
+        new_id=lambda: "biz_new",
+        describe_changes=True,
+    ).outcomes
+    assert [(o.outcome, o.changed_fields) for o in outcomes] == [
+        ("unchanged", []),
+        ("created", []),
+        ("replaced", ["external_id", "metadata"]),
+        ("failed", []),
+    ]
+    assert outcomes[2].changes == {
+        "external_id": {"from": "b", "to": None},
+        "metadata": {"from": {}, "to": {"k": [1]}},
+    }
+    # Stored compactly: an empty list is not stored, and is shown as [] when read (core.jobs.results).
+    assert [("changed_fields" in o.as_result()) for o in outcomes] == [False, False, True, False]
