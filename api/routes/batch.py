@@ -124,6 +124,7 @@ def _store(
                     elements=elements,
                     request_id=logs.request_id.get(),
                     webhook_url=webhook_url,
+                    api_key_id=request.state.key_id,
                 )
             after_commit(session, lambda: publish_chunks(accepted.to_publish))
             job = accepted.job

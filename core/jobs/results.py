@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import csv
+import io
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import orjson
@@ -50,6 +53,66 @@ def results_ndjson(session: Session, job_id: str, *, outcome: str | None, after:
         yield b"\n".join(buffer) + b"\n"
 
 
+# The CSV form of results (SPEC §4): a header row, list cells joined with `;`, null as an empty cell.
+CSV_COLUMNS = (
+    "index",
+    "outcome",
+    "id",
+    "external_id",
+    "changed_fields",
+    "error_codes",
+    "error_paths",
+    "error_messages",
+)
+
+
+def _csv_row(result: dict[str, Any]) -> list[Any]:
+    errors = result.get("errors") or []
+    return [
+        result["index"],
+        result["outcome"],
+        result.get("id") or "",
+        result.get("external_id") or "",
+        ";".join(result.get("changed_fields") or []),
+        ";".join(e["code"] for e in errors),
+        ";".join(e.get("path") or "" for e in errors),
+        ";".join(e.get("message") or "" for e in errors),
+    ]
+
+
+def results_csv(session: Session, job_id: str, *, outcome: str | None, after: int) -> Iterator[bytes]:
+    """Every (filtered) result as CSV (RFC 4180: CRLF line ends, quoted where needed; UTF-8, no BOM), a thousand
+    rows at a time, for a streaming response."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(CSV_COLUMNS)
+    rows = 0
+    for result in iter_results(session, job_id, outcome=outcome, after=after):
+        writer.writerow(_csv_row(result))
+        rows += 1
+        if rows % 1000 == 0:
+            yield buffer.getvalue().encode()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue().encode()
+
+
+def error_counts(results: Iterable[dict[str, Any]]) -> Counter[str]:
+    """How many errors of each code the results carry (as stored: bounded, `too_many_errors` included)."""
+    return Counter(error["code"] for result in results for error in result["errors"])
+
+
+def errors_by_code(session: Session, job_id: str) -> list[tuple[str, int]]:
+    """The job's errors so far by code, most frequent first: summed from the counts each chunk keeps, without
+    reading results (but for chunks processed before those counts were kept)."""
+    counts: Counter[str] = Counter(
+        {row.code: int(row.errors) for row in repository.error_code_counts(session, job_id=job_id)}
+    )
+    for chunk_no in repository.chunks_without_error_counts(session, job_id=job_id):
+        counts.update(error_counts(orjson.loads(repository.chunk_results(session, job_id=job_id, chunk_no=chunk_no))))
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+
+
 def compat_body(session: Session, job: SyncJob) -> dict[str, Any]:
     """Pocketflows' synchronous batch answer: an object (or null) per input index, and every error."""
     objects: list[dict[str, Any] | None] = [None] * job.total
@@ -75,4 +138,14 @@ def compat_body(session: Session, job: SyncJob) -> dict[str, Any]:
     return {job.type: objects, "errors": errors}
 
 
-__all__ = ["OUTCOMES", "compat_body", "iter_results", "results_page", "results_ndjson"]
+__all__ = [
+    "CSV_COLUMNS",
+    "OUTCOMES",
+    "compat_body",
+    "error_counts",
+    "errors_by_code",
+    "iter_results",
+    "results_csv",
+    "results_ndjson",
+    "results_page",
+]
