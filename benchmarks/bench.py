@@ -285,8 +285,11 @@ class Service:
             [sys.executable, "-m", "cli", *args], cwd=ROOT, env=self.env, capture_output=True, check=True, timeout=120
         )
 
-    def start(self) -> None:
-        for name, args in (("api", self.api_args), ("worker", self.worker_args), ("scheduler", ["scheduler"])):
+    def start(self, names: tuple[str, ...] = ("api", "worker", "scheduler")) -> None:
+        """Start the processes `names` (by default all three) and wait until the API is ready and any worker
+        consumes the queue."""
+        commands = {"api": self.api_args, "worker": self.worker_args, "scheduler": ["scheduler"]}
+        for name, args in ((name, commands[name]) for name in names):
             log = (self.log_dir / f"{name}.log").open("wb")
             self.processes[name] = subprocess.Popen(
                 [sys.executable, "-m", "cli", *args],
@@ -303,7 +306,8 @@ class Service:
                 if process.poll() is not None:
                     raise SystemExit(f"{name} exited ({process.returncode}); see {self.log_dir / name}.log")
             with suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200 and self._worker_ready():
+                ready = httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200
+                if ready and ("worker" not in names or self._worker_ready()):
                     return
             if time.monotonic() > deadline:
                 raise SystemExit(f"the service did not become ready; see {self.log_dir}")
