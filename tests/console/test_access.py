@@ -9,6 +9,7 @@ import orjson
 from tests.conftest import PartnerKey, make_partner
 from tests.console.conftest import Console, Operator, csrf_token, make_operator, partner_client, sign_in, waiting_job
 from tests.e2e.conftest import wait_for
+from tests.hostile import console_endpoints
 
 
 def _job_status(console: Console, partner: PartnerKey, job_id: str) -> str:
@@ -224,3 +225,24 @@ def test_every_action_is_logged_with_the_operators_name(console: Console, partne
     assert cancel["partner_id"] == partner.partner_id
     # The access log of a signed-in request names the operator too.
     assert any(line["message"] == "request" and line.get("operator") == operator.username for line in lines)
+
+
+def test_hostile_requests_to_every_console_route_are_4xx_never_5xx(console: Console, admin: Operator) -> None:
+    routes = console_endpoints()
+    assert len(routes) >= 15, routes
+    ids = {"job_id": "job_x%00y", "partner_id": "ptn_%00", "key_id": "key_" + "x" * 300}
+    bodies: list[dict[str, object]] = [
+        {},
+        {"content": b"\xff\xfe not UTF-8", "headers": {"Content-Type": "application/x-www-form-urlencoded"}},
+        {"content": b"csrf_token=" + b"%00" * 100, "headers": {"Content-Type": "application/x-www-form-urlencoded"}},
+        {"content": b"x" * 20_000, "headers": {"Content-Type": "application/x-www-form-urlencoded"}},
+        {"content": b"{}", "headers": {"Content-Type": "application/json"}},
+    ]
+    with sign_in(console, admin) as session, httpx.Client(base_url=console.url) as anonymous:
+        for client in (anonymous, session):
+            for endpoint in routes:
+                url = endpoint.url(ids)
+                for query in ("", "?status=%00&type=x&partner=%00&after=%00&chunks_after=-5&outcome=%00&next=//x"):
+                    for body in bodies if endpoint.method == "POST" else [{}]:
+                        response = client.request(endpoint.method, url + query, **body)  # type: ignore[arg-type]
+                        assert response.status_code < 500, (endpoint, query, body, response.text[:300])
