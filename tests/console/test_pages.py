@@ -282,3 +282,23 @@ def test_every_page_answers_quickly(console: Console, viewer: Operator, finished
                 assert session.get(path).status_code == 200
                 times.append(time.perf_counter() - started)
             assert statistics.median(times) < 1.0, (path, times)
+
+
+def test_what_partners_send_is_shown_as_text_never_as_markup(console: Console, viewer: Operator) -> None:
+    partner = make_partner('<script>alert("name")</script>')
+    job = submit_businesses(console, partner, [{"external_id": "<img src=x onerror=alert(1)>", "colour": "<b>"}])
+    wait_finished(console, partner, job["id"])
+    with sign_in(console, viewer) as session:
+        pages = (
+            "/console/partners",
+            "/console/jobs",
+            f"/console/partners/{partner.partner_id}",
+            f"/console/jobs/{job['id']}",
+        )
+        for path in pages:
+            text = session.get(path).text
+            assert "<script>alert" not in text, path
+            assert "<img src=x" not in text, path
+        escaped = "&lt;script&gt;alert(&#34;name&#34;)&lt;/script&gt;"
+        assert escaped in session.get(f"/console/partners/{partner.partner_id}").text
+        assert "&lt;img src=x onerror=alert(1)&gt;" in session.get(f"/console/jobs/{job['id']}").text
