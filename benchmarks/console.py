@@ -219,7 +219,7 @@ def plan(
                 job_id=id_at("job", created, number),
                 partner_id=partner_id,
                 key_id=keys[partner_id][0],
-                kind="businesses" if number % 10 < 3 else "customers",
+                kind="businesses" if number % 10 < 3 and size != BIG_JOB_RECORDS else "customers",
                 size=size,
                 status=status,
                 chunk_count=chunk_count,
