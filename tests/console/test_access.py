@@ -98,6 +98,25 @@ def test_wrong_credentials_are_refused_without_a_cookie(console: Console, admin:
         assert "Wrong username or password" in refused.text
 
 
+def test_sign_in_goes_back_only_within_the_console_and_only_from_its_own_pages(
+    console: Console, viewer: Operator
+) -> None:
+    credentials = {"username": viewer.username, "password": viewer.password}
+    for target, expected in (
+        ("/console/jobs?status=failed", "/console/jobs?status=failed"),
+        ("//evil.example/console/", "/console/"),
+        ("https://evil.example/", "/console/"),
+        ("/console/..//evil.example", "/console/"),
+        ("/docs", "/console/"),
+    ):
+        response = httpx.post(console.url + "/console/login", data={**credentials, "next": target})
+        assert response.status_code == 303
+        assert response.headers["location"] == expected, target
+    forged = httpx.post(console.url + "/console/login", data=credentials, headers={"Origin": "https://evil.example"})
+    assert forged.status_code == 403
+    assert "set-cookie" not in forged.headers
+
+
 def test_too_many_failed_sign_ins_lock_the_username(console: Console) -> None:
     target = make_operator("admin")
     for _ in range(10):  # PFSYNC_CONSOLE_LOGIN_MAX_FAILURES
