@@ -15,7 +15,7 @@ import anyio.to_thread
 from fastapi import FastAPI, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import console, docs, openapi, problems
+from api import console, docs, openapi, problems, ratelimit
 from api.metrics import observe_request
 from api.routes import batch, jobs, legacy, ops, reads, sync, webhooks
 from core import heap, logs
@@ -75,8 +75,9 @@ def create_app() -> FastAPI:
 
 
 class RequestContext:
-    """Each request's id (its `X-Request-Id`, or a new one) in the log context and on the response; one access log
-    line and the HTTP metrics per request, observed when the response starts (a 500 if the route raised).
+    """Each request's id (its `X-Request-Id`, or a new one) in the log context and on the response, with the
+    RateLimit fields of an authenticated request's budget (api/ratelimit.py); one access log line and the HTTP
+    metrics per request, observed when the response starts (a 500 if the route raised).
 
     A plain ASGI middleware: Starlette's `BaseHTTPMiddleware` runs the rest of the app in a task of its own and
     passes the response through memory streams, a cost every request paid.
@@ -101,7 +102,11 @@ class RequestContext:
             nonlocal answered
             if message["type"] == "http.response.start" and not answered:
                 answered = True
-                headers = [*message.get("headers", ()), (b"x-request-id", rid.encode("latin-1"))]
+                headers = [
+                    *message.get("headers", ()),
+                    (b"x-request-id", rid.encode("latin-1")),
+                    *ratelimit.headers(scope),
+                ]
                 message = {**message, "headers": headers}
                 _observe(Request(scope), rid, message["status"], time.perf_counter() - started)
             await send(message)

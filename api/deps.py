@@ -12,10 +12,12 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from api import ratelimit
 from core import logs
 from core.db import commit, new_session, roll_back, session_scope
 from core.errors import DomainError
-from core.partners.service import authenticate, cached_partner
+from core.partners import budgets
+from core.partners.service import Caller, authenticate, cached_caller
 
 
 async def get_session() -> AsyncIterator[Session]:
@@ -47,7 +49,8 @@ def _unauthorized(detail: str) -> DomainError:
 
 
 async def current_partner(request: Request) -> str:
-    """The partner whose API key (HTTP Basic: key id and secret) signed the request, also put in the log context.
+    """The partner whose API key (HTTP Basic: key id and secret) signed the request, also put in the log context;
+    the request is taken from its budget (429 when spent, api/ratelimit.py).
 
     Checked before the body is read, in a session of its own that gives its connection back at once: a request
     holds no connection while its body arrives (SPEC §7). Async: a key checked in the last seconds is answered
@@ -67,18 +70,20 @@ async def current_partner(request: Request) -> str:
     key_id, sep, secret = decoded.partition(":")
     if not sep or not key_id or not secret or "\x00" in decoded:
         raise _unauthorized("Malformed Basic credentials.")
-    partner_id = cached_partner(key_id=key_id, secret=secret)
-    if partner_id is None:
-        partner_id = await run_in_threadpool(_authenticate, key_id, secret)
-    if partner_id is None:
+    caller = cached_caller(key_id=key_id, secret=secret)
+    if caller is None:
+        caller = await run_in_threadpool(_authenticate, key_id, secret)
+    if caller is None:
         raise _unauthorized("Unknown API key or wrong secret.")
-    request.state.partner_id = partner_id
+    request.state.partner_id = caller.partner_id
     request.state.key_id = key_id
-    logs.partner_id.set(partner_id)
-    return partner_id
+    logs.partner_id.set(caller.partner_id)
+    # Only authenticated requests spend the budget; a refused one is answered here, before any body is read.
+    ratelimit.check(request.scope, await budgets.spend(caller.partner_id, caller.budget))
+    return caller.partner_id
 
 
-def _authenticate(key_id: str, secret: str) -> str | None:
+def _authenticate(key_id: str, secret: str) -> Caller | None:
     with session_scope() as session:
         return authenticate(session, key_id=key_id, secret=secret)
 

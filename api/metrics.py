@@ -37,6 +37,10 @@ HTTP_DURATION = Histogram(
     # Batches are answered after every record is stored, and `Prefer: wait=N` can hold a request for 60 s.
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
 )
+RATE_LIMIT_UNAVAILABLE = Counter(
+    "pfsync_rate_limit_unavailable",
+    "Requests admitted without being counted against their partner's budget, because Redis could not be reached.",
+)
 _job_metrics = JobMetricsCollector()
 
 

@@ -42,6 +42,16 @@ HEADERS: dict[str, Schema] = {
     "Link": _header('The successor: `<path>; rel="successor-version"`', {"type": "string"}),
     "WWW-Authenticate": _header("The scheme to authenticate with: `Basic`", {"type": "string"}),
     "X-Request-Id": _header("The request's id (the one sent, or a new one), as in the logs", {"type": "string"}),
+    "RateLimit-Policy": _header(
+        'The partner\'s request budget (draft-ietf-httpapi-ratelimit-headers): `"partner";q=QUOTA;w=SECONDS`, '
+        "QUOTA requests in any window of SECONDS",
+        {"type": "string", "examples": ['"partner";q=200;w=2']},
+    ),
+    "RateLimit": _header(
+        'What is left of the budget: `"partner";r=REMAINING;t=SECONDS`, SECONDS until the oldest counted '
+        "request leaves the window (absent while the budget cannot be read: requests are then not refused)",
+        {"type": "string", "examples": ['"partner";r=157;t=1']},
+    ),
 }
 PARAMETERS: dict[str, Schema] = {
     "Idempotency-Key": {
@@ -116,6 +126,7 @@ def ndjson_answer(description: str) -> dict[str, Any]:
 _PROBLEM = {"application/problem+json": {"schema": ref("Problem")}}
 _COMMON = {
     "401": "`unauthorized`: missing or wrong credentials (with `WWW-Authenticate: Basic`)",
+    "429": "`rate_limited`: over the partner's request budget; retry after `Retry-After`",
     "503": "`service_unavailable`: the database is unreachable; retry after `Retry-After`",
 }
 _WITH_PARAMETERS = {"422": "`validation_error`: a parameter is invalid"}
@@ -140,8 +151,11 @@ def _complete_headers(path: str, method: str, operation: dict[str, Any]) -> None
                 names.append("Retry-After")  # `idempotency_key_in_use`
             if status[0] not in "45" or status in ("404", "409", "422"):
                 names.append("Idempotent-Replayed")  # answers of the first request may be replayed
-        if operation.get("deprecated") and path not in PUBLIC_PATHS:
-            names += ["Deprecation", "Link"]
+        if path not in PUBLIC_PATHS:
+            if operation.get("deprecated"):
+                names += ["Deprecation", "Link"]
+            if status != "401":  # every authenticated answer spends, and shows, the budget
+                names += ["RateLimit-Policy", "RateLimit"]
         for name in names:
             headers.setdefault(name, header_ref(name))
 

@@ -392,6 +392,8 @@ class Abuse:
             extra_env={
                 "PFSYNC_QUEUE_NAME": "pfsync-abuse",
                 "PFSYNC_BODY_IDLE_TIMEOUT_SECONDS": str(args.body_idle_timeout),
+                # The drill measures the other limits (SPEC §7); the bystander's syncs would spend a budget.
+                "PFSYNC_RATE_LIMIT_PER_SECOND": "0",
             },
         )
         self.rows: list[Row] = []

@@ -273,6 +273,8 @@ class Service:
             REDIS_URL=servers.redis_url,
             PFSYNC_QUEUE_NAME=servers.queue,
             PYTHONUNBUFFERED="1",
+            # The clients here measure the service's speed, not a partner's request budget (SPEC §8).
+            PFSYNC_RATE_LIMIT_PER_SECOND="0",
         )
         self.api_args = ["api", "--host", "127.0.0.1", "--port", str(self.port)]
         if api_workers is not None:

@@ -2,13 +2,16 @@
 
 The service and the credentials come from `--url/--key/--secret`, else `PFSYNC_URL`, `PFSYNC_KEY` and
 `PFSYNC_SECRET` (from the environment or a `.env` file in the current folder). Every failure to get an answer
-becomes a `ServiceError` (exit status 3) that says what the service said, or why it could not be reached.
+becomes a `ServiceError` (exit status 3) that says what the service said, or why it could not be reached; a
+request the service asks to come back later (429 or 503 with `Retry-After`) is sent again after that time.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -22,6 +25,8 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 # Reads answer in milliseconds; a batch POST is answered only once every record is stored, which can take a while.
 TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 UPLOAD_TIMEOUT = httpx.Timeout(30.0, connect=5.0, read=600.0)
+# How long a command keeps honouring `Retry-After` (429 over budget, 503 overloaded) before it gives up.
+RETRY_WINDOW_SECONDS = 120.0
 
 
 class ClientSettings(BaseSettings):
@@ -84,15 +89,44 @@ def refusal(response: httpx.Response) -> ServiceError:
     return ServiceError(message, retryable=response.status_code >= 500)
 
 
-def call(client: httpx.Client, method: str, url: str, **kwargs: Any) -> httpx.Response:
-    """Send a request; a 2xx answer, or a `ServiceError`."""
+def retry_delay(response: httpx.Response) -> float | None:
+    """How long the service asked us to wait before trying again (429 over budget or too many uploads, 503
+    overloaded, each with `Retry-After` in seconds), or None when the answer is final."""
+    if response.status_code not in (429, 503):
+        return None
     try:
-        response = client.request(method, url, **kwargs)
-    except httpx.TransportError as exc:
-        raise unreachable(client, exc) from None
-    if response.status_code >= 400:
-        raise refusal(response)
-    return response
+        seconds = float(response.headers.get("retry-after", ""))
+    except ValueError:
+        return None
+    # Never sooner than asked; a little later at random, so that clients refused together do not return together.
+    return max(0.0, seconds) + random.uniform(0, 0.25)
+
+
+def call(
+    client: httpx.Client,
+    method: str,
+    url: str,
+    *,
+    content: Callable[[], Iterable[bytes]] | bytes | None = None,
+    **kwargs: Any,
+) -> httpx.Response:
+    """Send a request; a 2xx answer, or a `ServiceError`. A 429 or 503 with `Retry-After` is sent again once that
+    time has passed, for up to RETRY_WINDOW seconds in all. `content`, when not bytes, makes the body anew for
+    each attempt."""
+    deadline = time.monotonic() + RETRY_WINDOW_SECONDS
+    while True:
+        body = content() if callable(content) else content
+        try:
+            response = client.request(method, url, content=body, **kwargs)
+        except httpx.TransportError as exc:
+            raise unreachable(client, exc) from None
+        delay = retry_delay(response)
+        if delay is not None and time.monotonic() + delay <= deadline:
+            time.sleep(delay)
+            continue
+        if response.status_code >= 400:
+            raise refusal(response)
+        return response
 
 
 def get_json(client: httpx.Client, url: str, **params: Any) -> Any:

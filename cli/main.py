@@ -45,6 +45,17 @@ def list_limit(value: str) -> int:
     return number
 
 
+def non_negative(value: str) -> int:
+    """argparse type for a count that may be 0."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+    if not 0 <= number <= 1_000_000_000:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1000000000, not {number}")
+    return number
+
+
 def idempotency_key(value: str) -> str:
     """argparse type for an Idempotency-Key: 1 to 255 characters."""
     if not 1 <= len(value) <= MAX_IDEMPOTENCY_KEY:
@@ -102,6 +113,18 @@ def _partner_list(args: argparse.Namespace) -> int:
     from cli.partners import run_partner_list
 
     return run_partner_list(as_json=args.json)
+
+
+def _partner_budget(args: argparse.Namespace) -> int:
+    from cli.partners import run_partner_budget
+
+    return run_partner_budget(
+        partner_id=args.partner_id,
+        per_second=args.per_second,
+        burst=args.burst,
+        reset=args.default,
+        as_json=args.json,
+    )
 
 
 def _key_create(args: argparse.Namespace) -> int:
@@ -221,6 +244,25 @@ def build_parser() -> argparse.ArgumentParser:
     listing = partner_commands.add_parser("list", help="list partners", description="Every partner, oldest first.")
     listing.add_argument("--json", action="store_true", help="print a JSON array of {id, name, created_at}")
     listing.set_defaults(run=_partner_list)
+    budget = partner_commands.add_parser(
+        "budget",
+        help="show or set a partner's request budget",
+        description="Show the partner's request budget (requests a second sustained, and the burst), or give it a "
+        "budget of its own with --per-second (and --burst; default: the same ratio to the rate as the service's "
+        "default), or with --default the service's default again (PFSYNC_RATE_LIMIT_PER_SECOND and "
+        "PFSYNC_RATE_LIMIT_BURST). --per-second 0 lifts every limit from the partner. Every API process applies "
+        "the change within 1 s.",
+    )
+    budget.add_argument("partner_id", metavar="PARTNER_ID")
+    budget.add_argument("--per-second", type=non_negative, metavar="N", help="requests a second, sustained")
+    budget.add_argument("--burst", type=non_negative, metavar="N", help="requests at once after an idle spell")
+    budget.add_argument("--default", action="store_true", help="back to the service's default budget")
+    budget.add_argument(
+        "--json",
+        action="store_true",
+        help="print {partner_id, per_second, burst, window_seconds, own} as JSON",
+    )
+    budget.set_defaults(run=_partner_budget)
 
     key = commands.add_parser("key", help="manage API keys", description="Create, list and revoke API keys.")
     key_commands = key.add_subparsers(dest="key_command", required=True, metavar="COMMAND")

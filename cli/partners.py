@@ -1,4 +1,4 @@
-"""`pfsync partner create|list` and `pfsync key create|list|revoke`: partners and their API keys."""
+"""`pfsync partner create|list|budget` and `pfsync key create|list|revoke`: partners and their API keys."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import orjson
 from rich.markup import escape
 from rich.table import Table
 
-from cli.output import CommandError, console
+from cli.output import CommandError, UsageError, console
 from core.db import session_scope
 from core.errors import DomainError
 from core.partners import service
@@ -99,6 +99,45 @@ def run_key_revoke(*, key_id: str) -> int:
     except DomainError as exc:
         raise CommandError(f"no API key {key_id}") from exc
     console.print(f"Revoked [bold]{escape(key_id)}[/] at {revoked_at}.")
+    return 0
+
+
+def run_partner_budget(
+    *, partner_id: str, per_second: int | None, burst: int | None, reset: bool, as_json: bool
+) -> int:
+    """Show the partner's request budget, or set it (its own, or the default again)."""
+    if reset and (per_second is not None or burst is not None):
+        raise UsageError("--default cannot be combined with --per-second or --burst")
+    if burst is not None and per_second is None:
+        raise UsageError("--burst needs --per-second")
+    try:
+        with session_scope() as session:
+            if reset or per_second is not None:
+                partner = service.set_budget(session, partner_id=partner_id, per_second=per_second, burst=burst)
+            else:
+                partner = service.get_partner(session, partner_id=partner_id)
+            budget = service.budget_for(partner)
+            own = partner.rate_limit_per_second is not None
+    except DomainError as exc:
+        raise CommandError(f"no partner {partner_id}") from exc
+    if as_json:
+        document = {
+            "partner_id": partner_id,
+            "per_second": budget.per_second,
+            "burst": budget.quota if not budget.unlimited else budget.burst,
+            "window_seconds": None if budget.unlimited else budget.window_seconds,
+            "own": own,
+        }
+        sys.stdout.write(orjson.dumps(document).decode() + "\n")
+        return 0
+    whose = "its own" if own else "the service's default"
+    if budget.unlimited:
+        console.print(f"Partner [bold]{escape(partner_id)}[/] has no request budget ({whose}): nothing is limited.")
+    else:
+        console.print(
+            f"Partner [bold]{escape(partner_id)}[/] may send {budget.per_second} requests a second, in bursts of "
+            f"up to {budget.quota} ({budget.quota} in any {budget.window_seconds} s): {whose}."
+        )
     return 0
 
 

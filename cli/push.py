@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
 from pathlib import Path
 from urllib.parse import quote
 
@@ -16,7 +17,7 @@ import httpx
 from rich.markup import escape
 
 from cli.batch_files import Upload, file_format, prepare_upload
-from cli.client import UPLOAD_TIMEOUT, call, open_client, refusal, unreachable
+from cli.client import RETRY_WINDOW_SECONDS, UPLOAD_TIMEOUT, call, open_client, refusal, retry_delay, unreachable
 from cli.output import CommandError, console, print_table
 from cli.progress import Job, UploadProgress, counts_summary, counts_table, follow_jobs, job_duration, succeeded
 
@@ -45,7 +46,12 @@ def upload_batch(client: httpx.Client, upload: Upload, *, path: str, label: str,
         headers["Idempotency-Key"] = key
     with UploadProgress(console, label=label, total=upload.file_size) as progress:
         response = call(
-            client, "POST", path, content=upload.parts(progress.update), headers=headers, timeout=UPLOAD_TIMEOUT
+            client,
+            "POST",
+            path,
+            content=lambda: upload.parts(progress.update),
+            headers=headers,
+            timeout=UPLOAD_TIMEOUT,
         )
     body: Job = response.json()
     job: Job = body["job"] if "job" in body else body
@@ -60,20 +66,27 @@ def write_failed_results(client: httpx.Client, job: Job, target: Path) -> int:
     """Stream the job's failed results into `target` (NDJSON, input order); return how many were written."""
     partial = target.with_name(target.name + ".part")
     lines = 0
+    deadline = time.monotonic() + RETRY_WINDOW_SECONDS
     try:
-        with client.stream(
-            "GET",
-            f"/jobs/{job['id']}/results",
-            params={"outcome": "failed"},
-            headers={"Accept": "application/x-ndjson"},
-        ) as response:
-            if response.status_code >= 400:
-                response.read()
-                raise refusal(response)
-            with partial.open("wb") as out:
-                for part in response.iter_bytes():
-                    out.write(part)
-                    lines += part.count(b"\n")
+        while True:
+            with client.stream(
+                "GET",
+                f"/jobs/{job['id']}/results",
+                params={"outcome": "failed"},
+                headers={"Accept": "application/x-ndjson"},
+            ) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    delay = retry_delay(response)
+                    if delay is None or time.monotonic() + delay > deadline:
+                        raise refusal(response)
+                    time.sleep(delay)
+                    continue
+                with partial.open("wb") as out:
+                    for part in response.iter_bytes():
+                        out.write(part)
+                        lines += part.count(b"\n")
+            break
         os.replace(partial, target)
     except httpx.TransportError as exc:
         raise unreachable(client, exc) from None

@@ -7,6 +7,7 @@ of the data folder, which stays up while any process holds it.
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import shutil
 import tempfile
@@ -17,6 +18,8 @@ from core.config import settings
 from core.db import database_url, dispose_engine, get_engine
 from core.migrate import current_revision, upgrade
 from core.ops.broker import broker_url
+
+log = logging.getLogger(__name__)
 
 PLAIN_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -102,6 +105,15 @@ def run_api(*, host: str, port: int, workers: int | None = None) -> int:
     return 0
 
 
+def lower_priority(niceness: int) -> None:
+    """Run this process, and the pool processes it forks, `niceness` steps below the API's CPU priority."""
+    if niceness and hasattr(os, "nice"):
+        try:
+            os.nice(niceness)
+        except OSError as exc:  # not allowed here: run at the normal priority
+            log.warning("cannot lower the worker's CPU priority: %s", exc)
+
+
 def run_worker(*, concurrency: int | None) -> int:
     """Run a Celery worker on the service's queue, task events on, until SIGTERM (warm shutdown)."""
     from workers.app import celery_app, configure_broker
@@ -113,6 +125,7 @@ def run_worker(*, concurrency: int | None) -> int:
     argv = ["worker", "--queues", settings.queue_name, "--events", "--loglevel", settings.log_level.upper()]
     if concurrency is not None:
         argv += ["--concurrency", str(concurrency)]
+    lower_priority(settings.worker_nice)
     code = celery_app.start(argv)
     return int(code or 0)
 

@@ -52,6 +52,14 @@ class Settings(BaseSettings):
     body_idle_timeout_seconds: float = Field(default=30.0, gt=0)
     # A batch body past this many bytes is spooled to a temporary file instead of memory.
     spool_memory_bytes: int = Field(default=4 * 1024 * 1024, ge=0)
+    # Each partner's request budget, shared by every API process through Redis (SPEC §8): this many requests a
+    # second sustained, in bursts of up to `rate_limit_burst`; 0 turns it off. `pfsync partner budget` sets
+    # one partner's own.
+    rate_limit_per_second: int = Field(default=100, ge=0)
+    rate_limit_burst: int = Field(default=200, ge=0)
+    # Worker processes run at this CPU niceness (0-19; 0: as the API), so that on a shared host a batch being
+    # processed yields the CPU to interactive requests (single syncs, polls) rather than slowing them.
+    worker_nice: int = Field(default=10, ge=0, le=19)
     log_level: str = "INFO"
     log_json: bool = True
     queue_name: str = "pfsync"

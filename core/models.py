@@ -48,11 +48,17 @@ def _created() -> Mapped[datetime]:
 
 class Partner(Base):
     __tablename__ = "partners"
+    __table_args__ = (
+        CheckConstraint("rate_limit_per_second >= 0 AND rate_limit_burst >= 0", name="rate_limit_not_negative"),
+    )
 
     id: Mapped[str] = mapped_column(Text, primary_key=True)
     name: Mapped[str] = mapped_column(Text, nullable=False)
     webhook_url: Mapped[str | None] = mapped_column(Text)
     webhook_secret: Mapped[str | None] = mapped_column(Text)
+    # The partner's own request budget (`pfsync partner budget`); NULL: the service's default (SPEC §8).
+    rate_limit_per_second: Mapped[int | None] = mapped_column(Integer)
+    rate_limit_burst: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = _created()
 
 

@@ -58,12 +58,18 @@ os.environ["DATABASE_URL"] = DATABASE_URL
 os.environ["REDIS_URL"] = REDIS_URL
 os.environ.setdefault("PFSYNC_LOG_JSON", "true")
 os.environ["PFSYNC_QUEUE_NAME"] = f"pfsync-test-{uuid.uuid4().hex[:6]}"
+# Every request of the suite spends a budget (and answers with its RateLimit fields), one roomy enough that only
+# the tests of budgets (tests/e2e/test_budgets.py, with their own) run out of it.
+os.environ.setdefault("PFSYNC_RATE_LIMIT_PER_SECOND", "1000")
+os.environ.setdefault("PFSYNC_RATE_LIMIT_BURST", "2000")
 
 from core.config import settings  # noqa: E402
 
 settings.database_url = "postgresql+psycopg://" + DATABASE_URL.split("://", 1)[1]
 settings.redis_url = REDIS_URL
 settings.queue_name = os.environ["PFSYNC_QUEUE_NAME"]
+settings.rate_limit_per_second = int(os.environ["PFSYNC_RATE_LIMIT_PER_SECOND"])
+settings.rate_limit_burst = int(os.environ["PFSYNC_RATE_LIMIT_BURST"])
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:  # noqa: ARG001

@@ -52,7 +52,7 @@ BATCH_RESPONSES: dict[int | str, dict[str, object]] = {
     413: {"description": "`too_many_records` or `body_too_large`"},
     415: {"description": "Unsupported media type"},
     422: {"description": "`invalid_envelope` or `empty_batch`"},
-    429: {"description": "`too_many_concurrent_uploads`: retry after `Retry-After` seconds"},
+    429: {"description": "`too_many_concurrent_uploads` or `rate_limited`: retry after `Retry-After` seconds"},
     503: {"description": "`service_unavailable`: retry after `Retry-After` seconds"},
 }
 _FINISHED = "With `Prefer: wait=N`, the job finished in time: Pocketflows' synchronous shape"

@@ -30,10 +30,13 @@ def insert_api_key(session: Session, *, key_id: str, partner_id: str, secret_has
     return key
 
 
-def active_key(session: Session, *, key_id: str) -> Row[str, str] | None:
-    """The `partner_id` and `secret_hash` of an API key that is not revoked, or None."""
+def active_key(session: Session, *, key_id: str) -> Row[str, str, int | None, int | None] | None:
+    """The `partner_id` and `secret_hash` of an API key that is not revoked, with its partner's own request
+    budget (`rate_limit_per_second`, `rate_limit_burst`), or None."""
     return session.execute(
-        select(ApiKey.partner_id, ApiKey.secret_hash).where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
+        select(ApiKey.partner_id, ApiKey.secret_hash, Partner.rate_limit_per_second, Partner.rate_limit_burst)
+        .join(Partner, Partner.id == ApiKey.partner_id)
+        .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
     ).first()
 
 
@@ -104,6 +107,16 @@ def get_key(session: Session, *, key_id: str) -> ApiKey | None:
 
 def get_partner(session: Session, *, partner_id: str) -> Partner | None:
     return session.get(Partner, partner_id)
+
+
+def set_budget(session: Session, *, partner_id: str, per_second: int | None, burst: int | None) -> Partner | None:
+    """Set a partner's own request budget (None: the default's); the partner, or None if unknown."""
+    partner = session.get(Partner, partner_id)
+    if partner is not None:
+        partner.rate_limit_per_second = per_second
+        partner.rate_limit_burst = burst
+        session.flush()
+    return partner
 
 
 def list_keys(session: Session, *, partner_id: str) -> list[ApiKey]:

@@ -16,12 +16,13 @@ from core import ids
 from core.errors import DomainError, not_found
 from core.models import ApiKey, Partner
 from core.partners import repository
+from core.partners.budgets import Budget, budget_of
 
 # Secrets are 256 random bits, so a fast hash is as strong as a slow one here (nothing to brute-force);
 # a slow KDF would only make every request pay for it. A successful check is remembered for a second: a revoked key
 # answers 401 within 1 s on every process (SPEC §8), for the cost of one query a second per key and process.
 _AUTH_CACHE_SECONDS = 1.0
-_cache: dict[tuple[str, str], tuple[str, float]] = {}
+_cache: dict[tuple[str, str], tuple[Caller, float]] = {}
 _cache_lock = threading.Lock()
 # When this process last recorded each key's use: `last_used_at` is kept to the minute, not written per request.
 _TOUCH_SECONDS = 60.0
@@ -56,18 +57,27 @@ def create_key(session: Session, *, partner_id: str) -> NewKey:
     return NewKey(partner_id=partner_id, key_id=key.id, secret=secret)
 
 
-def cached_partner(*, key_id: str, secret: str) -> str | None:
-    """The partner of a key id and secret checked successfully in the last second, or None (no I/O)."""
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who signed a request: the partner and the request budget it spends (SPEC §8)."""
+
+    partner_id: str
+    budget: Budget
+
+
+def cached_caller(*, key_id: str, secret: str) -> Caller | None:
+    """The caller of a key id and secret checked successfully in the last second, or None (no I/O)."""
     digest = hash_secret(secret)
     with _cache_lock:
         hit = _cache.get((key_id, digest))
     return hit[0] if hit is not None and hit[1] > time.monotonic() else None
 
 
-def authenticate(session: Session, *, key_id: str, secret: str) -> str | None:
-    """The partner id a key id and secret belong to, or None. Successful checks are cached for a second, and
-    the key's `last_used_at` recorded at most once a minute per process."""
-    cached = cached_partner(key_id=key_id, secret=secret)
+def authenticate(session: Session, *, key_id: str, secret: str) -> Caller | None:
+    """The caller a key id and secret belong to, or None. Successful checks are cached for a second (so a
+    revocation, or a new budget, holds within a second), and the key's `last_used_at` recorded at most once a
+    minute per process."""
+    cached = cached_caller(key_id=key_id, secret=secret)
     if cached is not None:
         return cached
     digest = hash_secret(secret)
@@ -76,11 +86,12 @@ def authenticate(session: Session, *, key_id: str, secret: str) -> str | None:
     stored = row.secret_hash if row is not None else hash_secret("")
     if not hmac.compare_digest(stored, digest) or row is None:
         return None
+    caller = Caller(partner_id=str(row.partner_id), budget=budget_of(row.rate_limit_per_second, row.rate_limit_burst))
     now = time.monotonic()
     with _cache_lock:
         if len(_cache) > 10_000:
             _cache.clear()
-        _cache[(key_id, digest)] = (row.partner_id, now + _AUTH_CACHE_SECONDS)
+        _cache[(key_id, digest)] = (caller, now + _AUTH_CACHE_SECONDS)
         due = _touched.get(key_id, 0.0) + _TOUCH_SECONDS <= now
         if due:
             if len(_touched) > 100_000:
@@ -89,7 +100,7 @@ def authenticate(session: Session, *, key_id: str, secret: str) -> str | None:
     if due and not repository.touch_key(session, key_id=key_id):
         with _cache_lock:  # busy with writes right now: try again on the next check
             _touched.pop(key_id, None)
-    return str(row.partner_id)
+    return caller
 
 
 def require_live_key(session: Session, *, key_id: str) -> None:
@@ -156,3 +167,22 @@ def list_keys(session: Session, *, partner_id: str) -> list[ApiKey]:
     if repository.get_partner(session, partner_id=partner_id) is None:
         raise not_found("partner")
     return repository.list_keys(session, partner_id=partner_id)
+
+
+def set_budget(session: Session, *, partner_id: str, per_second: int | None, burst: int | None) -> Partner:
+    """Give a partner its own request budget, or (both None) the service's default again; effective within a
+    second on every API process."""
+    for name, value in (("per_second", per_second), ("burst", burst)):
+        if value is not None and value < 0:
+            raise DomainError("invalid_budget", f"{name} must be 0 or more, not {value}.", 422)
+    if per_second is None and burst is not None:
+        raise DomainError("invalid_budget", "A burst needs a rate: give per_second too.", 422)
+    partner = repository.set_budget(session, partner_id=partner_id, per_second=per_second, burst=burst)
+    if partner is None:
+        raise not_found("partner")
+    return partner
+
+
+def budget_for(partner: Partner) -> Budget:
+    """The request budget a partner spends: its own, else the service's default."""
+    return budget_of(partner.rate_limit_per_second, partner.rate_limit_burst)

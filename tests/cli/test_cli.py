@@ -118,7 +118,9 @@ def test_partner_create_json_prints_a_key_that_authenticates() -> None:
     assert created["partner_id"].startswith("ptn_")
     assert created["key_id"].startswith("key_")
     with session_scope() as session:
-        assert authenticate(session, key_id=created["key_id"], secret=created["secret"]) == created["partner_id"]
+        caller = authenticate(session, key_id=created["key_id"], secret=created["secret"])
+        assert caller is not None
+        assert caller.partner_id == created["partner_id"]
         assert authenticate(session, key_id=created["key_id"], secret=created["secret"] + "x") is None
 
 

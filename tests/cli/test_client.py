@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 
 from tests.cli.test_cli import PFSYNC, free_port, run_pfsync, start_dev, stop_dev, wait_ready
@@ -27,6 +28,8 @@ from tests.conftest import PartnerKey, make_partner
 class Service:
     url: str
     log_dir: Path
+    api_pid: int
+    worker_pid: int
 
 
 def _start(args: list[str], log: Path, cwd: Path) -> subprocess.Popen[bytes]:
@@ -62,7 +65,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     worker = _start(["worker", "--concurrency", "2"], folder / "worker.log", folder)
     try:
         wait_ready(api, f"http://127.0.0.1:{port}", folder / "api.log")
-        yield Service(f"http://127.0.0.1:{port}", folder)
+        yield Service(f"http://127.0.0.1:{port}", folder, api.pid, worker.pid)
     finally:
         _stop(worker)
         _stop(api)
@@ -389,3 +392,14 @@ def test_push_jobs_and_status_in_a_dev_folder(tmp_path: Path) -> None:
         assert document["unfinished_jobs"] == 0
     finally:
         stop_dev(dev)
+
+
+def test_the_worker_and_its_pool_run_below_the_apis_cpu_priority(service: Service) -> None:
+    """A batch being processed yields the CPU to interactive requests (PFSYNC_WORKER_NICE, default 10)."""
+    own = os.nice(0)
+    worker = psutil.Process(service.worker_pid)
+    pool = worker.children(recursive=True)
+    assert pool, "the worker forked its pool processes"
+    assert {p.nice() for p in [worker, *pool]} == {own + 10}
+    api = psutil.Process(service.api_pid)
+    assert {p.nice() for p in [api, *api.children(recursive=True)]} == {own}
