@@ -1,7 +1,7 @@
 # Developer shortcuts, run with the project's virtualenv (override with PYTHON=...).
 PYTHON ?= .venv/bin/python
 
-.PHONY: bench bench-scale chaos abuse lock
+.PHONY: bench bench-scale chaos abuse console-bench console-screenshots lock
 
 # The performance benchmark (benchmarks/bench.py, about 3 minutes): the service end to end beside PostgreSQL's own
 # ceilings, single sync beside a bare FastAPI + psycopg peer, and during another business's batch (docs/performance.md).
@@ -23,6 +23,15 @@ chaos:
 # while a second partner keeps syncing; no 5xx, and the bystander unhindered (docs/reliability.md).
 abuse:
 	$(PYTHON) -m benchmarks.abuse
+
+# The console's benchmark: every page of /console/ timed with 10 000 jobs and 1 000 000 results stored
+# (benchmarks/console.py, docs/performance.md).
+console-bench:
+	$(PYTHON) -m benchmarks.console
+
+# The same data, then the README's screenshots of the console: docs/console-overview.png and docs/console-job.png.
+console-screenshots:
+	$(PYTHON) -m benchmarks.console --repeat 3 --screenshots docs
 
 # The lock files, after a change to pyproject.toml's dependencies: the runtime's plus the dev tools' (run.py and CI
 # install it), then the runtime's alone (the image installs it), held to the same pins. Upgrade every pin: make lock UPGRADE=1.

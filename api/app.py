@@ -15,7 +15,7 @@ import anyio.to_thread
 from fastapi import FastAPI, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import docs, openapi, problems, ratelimit
+from api import console, docs, openapi, problems, ratelimit
 from api.metrics import observe_request
 from api.routes import batch, jobs, legacy, ops, reads, sync, webhooks
 from core import heap, logs
@@ -68,6 +68,7 @@ def create_app() -> FastAPI:
     app.include_router(legacy.router)
     app.include_router(webhooks.router)
     app.include_router(ops.router)
+    console.install(app)
 
     app.add_middleware(RequestContext)
     return app

@@ -402,12 +402,18 @@ class Service:
                 raise SystemExit(f"{', '.join(names)} did not become ready; see {self.log_dir}")
             time.sleep(0.2)
 
-    def start(self) -> None:
-        for name, args in (("api", self.api_args), ("worker", self.worker_args), ("scheduler", ["scheduler"])):
-            self._spawn(name, [sys.executable, "-m", "cli", *args], self.env)
+    def start(self, names: tuple[str, ...] = ("api", "worker", "scheduler")) -> None:
+        """Start the processes `names` (by default all three) and wait until the API is ready and any worker
+        consumes the queue."""
+        commands = {"api": self.api_args, "worker": self.worker_args, "scheduler": ["scheduler"]}
+        for name in names:
+            self._spawn(name, [sys.executable, "-m", "cli", *commands[name]], self.env)
         self._wait(
-            ("api", "worker", "scheduler"),
-            lambda: httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200 and self._worker_ready(),
+            names,
+            lambda: (
+                httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200
+                and ("worker" not in names or self._worker_ready())
+            ),
         )
 
     def start_api(self, name: str, **env: str) -> str:

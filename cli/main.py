@@ -9,6 +9,7 @@ from importlib.metadata import PackageNotFoundError, version
 from rich.markup import escape
 from sqlalchemy.exc import OperationalError
 
+from cli.operators import operator_username
 from cli.output import CommandError, err_console
 from cli.partners import partner_name
 from core.config import NotConfigured, normalise_database_url, settings
@@ -142,6 +143,12 @@ def _key_revoke(args: argparse.Namespace) -> int:
     from cli.partners import run_key_revoke
 
     return run_key_revoke(key_id=args.key_id)
+
+
+def _operator_create(args: argparse.Namespace) -> int:
+    from cli.operators import run_operator_create
+
+    return run_operator_create(username=args.username, role=args.role, as_json=args.json)
 
 
 def _push(args: argparse.Namespace) -> int:
@@ -284,6 +291,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     key_revoke.add_argument("key_id", metavar="KEY_ID")
     key_revoke.set_defaults(run=_key_revoke)
+
+    operator = commands.add_parser(
+        "operator", help="manage console operators", description="Manage the operators of the console (/console/)."
+    )
+    operator_commands = operator.add_subparsers(dest="operator_command", required=True, metavar="COMMAND")
+    operator_create = operator_commands.add_parser(
+        "create",
+        help="create an operator of the console",
+        description="Create an operator account for the console with a generated password, printed this once. "
+        "A viewer reads; an admin may also cancel jobs and revoke keys.",
+    )
+    operator_create.add_argument("username", type=operator_username, metavar="USERNAME")
+    operator_create.add_argument(
+        "--role", choices=("admin", "viewer"), default="viewer", help="what the operator may do (default: %(default)s)"
+    )
+    operator_create.add_argument(
+        "--json", action="store_true", help='print {"username", "password", "role"} as JSON on stdout'
+    )
+    operator_create.set_defaults(run=_operator_create)
 
     _add_client_commands(commands)
     return parser

@@ -8,10 +8,9 @@ and the others are still shown; the exit status is then 1.
 from __future__ import annotations
 
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
 import orjson
 from rich.markup import escape
@@ -21,6 +20,9 @@ from cli.output import console, err_console, print_table
 from cli.progress import duration
 from core.config import settings
 
+if TYPE_CHECKING:
+    from workers.inspect import WorkerState
+
 INSPECT_TIMEOUT = 1.0
 
 
@@ -29,14 +31,6 @@ class QueueState:
     name: str
     waiting: int  # messages in the queue
     unacknowledged: int  # delivered to a worker, not yet acknowledged (kombu's `unacked` hash)
-
-
-@dataclass(frozen=True)
-class WorkerState:
-    name: str
-    concurrency: int | None
-    tasks_done: int | None
-    queues: list[str] | None
 
 
 @dataclass(frozen=True)
@@ -73,38 +67,6 @@ def read_queue() -> QueueState:
 
     broker = read_broker()
     return QueueState(settings.queue_name, broker.waiting, broker.unacked)
-
-
-def _as_int(value: Any) -> int | None:
-    return value if isinstance(value, int) else None
-
-
-def read_workers() -> list[WorkerState]:
-    """The Celery workers that answer a broadcast within INSPECT_TIMEOUT, with their pool size and queues."""
-    from workers.app import celery_app, configure_broker
-
-    configure_broker()
-    # Two broadcasts, each waiting the whole timeout for replies: asked together, they take one timeout.
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        stats_reply = pool.submit(lambda: celery_app.control.inspect(timeout=INSPECT_TIMEOUT).stats())
-        queues_reply = pool.submit(lambda: celery_app.control.inspect(timeout=INSPECT_TIMEOUT).active_queues())
-        stats: dict[str, Any] = stats_reply.result() or {}
-        queues: dict[str, Any] = queues_reply.result() or {}
-    workers = []
-    for name in sorted(set(stats) | set(queues)):
-        info = stats.get(name) or {}
-        pool_info = info.get("pool") or {}
-        totals = info.get("total")
-        consumed = queues.get(name)
-        workers.append(
-            WorkerState(
-                name=name,
-                concurrency=_as_int(pool_info.get("max-concurrency")),
-                tasks_done=sum(totals.values()) if isinstance(totals, dict) else None,
-                queues=[q["name"] for q in consumed] if isinstance(consumed, list) else None,
-            )
-        )
-    return workers
 
 
 def _utc(moment: datetime) -> str:
@@ -151,7 +113,9 @@ def read_status(limit: int) -> Status:
     except (RedisError, OSError, RuntimeError) as exc:
         status.errors["broker"] = f"cannot reach the broker: {exc}"
     if status.queue is not None:  # a broadcast to a broker that is down would retry forever
-        status.workers = read_workers()
+        from workers.inspect import live_workers
+
+        status.workers = live_workers(INSPECT_TIMEOUT)
     try:
         status.jobs, status.unfinished_jobs = read_unfinished_jobs(limit)
     except (OperationalError, OSError, RuntimeError) as exc:
@@ -175,6 +139,8 @@ def _workers_line(workers: list[WorkerState]) -> str:
             facts.append(f"{worker.tasks_done} tasks done")
         if worker.queues is not None:
             facts.append("queues " + ", ".join(worker.queues))
+        if worker.running:
+            facts.append("running " + ", ".join(f"{c.job_id} chunk {c.chunk_no}" for c in worker.running))
         described.append(escape(worker.name) + (f" ({'; '.join(facts)})" if facts else ""))
     line = f"{len(workers)} live: " + "; ".join(described)
     if all(worker.queues is not None and settings.queue_name not in worker.queues for worker in workers):

@@ -74,6 +74,11 @@ class Settings(BaseSettings):
     webhook_retry_hours: float = Field(default=24.0, gt=0)
     webhook_poll_seconds: float = Field(default=1.0, gt=0)
     webhook_concurrency: int = Field(default=4, ge=1, le=64)
+    # The operator console (SPEC §10): how long a sign-in lasts; after this many failed sign-ins in a row, a
+    # username is refused for the lockout (counted from its last failure), against password guessing.
+    console_session_hours: float = Field(default=12.0, gt=0, le=720)
+    console_login_max_failures: int = Field(default=10, ge=1)
+    console_login_lockout_seconds: int = Field(default=300, ge=1)
 
     @field_validator("database_url")
     @classmethod

@@ -30,6 +30,7 @@ BUSINESS = "biz"
 CUSTOMER = "cus"
 JOB = "job"
 WEBHOOK_DELIVERY = "whd"
+OPERATOR = "opr"
 
 
 def _forget_random() -> None:

@@ -1,4 +1,4 @@
-"""Structured logs: one JSON object per line, carrying the request, partner and job in context."""
+"""Structured logs: one JSON object per line, carrying the request, partner, job and console operator in context."""
 
 from __future__ import annotations
 
@@ -15,13 +15,15 @@ import orjson
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 partner_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("partner_id", default=None)
 job_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("job_id", default=None)
+# The username of the operator signed in to the console (SPEC §10): every console action is logged with it.
+operator: contextvars.ContextVar[str | None] = contextvars.ContextVar("operator", default=None)
 
-_CONTEXT = {"request_id": request_id, "partner_id": partner_id, "job_id": job_id}
+_CONTEXT = {"request_id": request_id, "partner_id": partner_id, "job_id": job_id, "operator": operator}
 
 
 @contextmanager
 def bound(**values: str | None) -> Iterator[None]:
-    """Put `request_id`, `partner_id` and/or `job_id` in the log context for the block, then restore it."""
+    """Put `request_id`, `partner_id`, `job_id` and/or `operator` in the log context for the block, then restore it."""
     tokens = [(_CONTEXT[name], _CONTEXT[name].set(value)) for name, value in values.items()]
     try:
         yield

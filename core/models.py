@@ -151,6 +151,8 @@ class SyncJob(Base):
     abandoned_chunks: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
     webhook_url: Mapped[str | None] = mapped_column(Text)
     request_id: Mapped[str | None] = mapped_column(Text)
+    # The API key that submitted the job (null for jobs accepted before keys were recorded).
+    api_key_id: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = _created()
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -165,6 +167,10 @@ Index(
     postgresql_where=text("finished_at IS NULL"),
 )
 Index("ix_sync_jobs_finished_at", SyncJob.finished_at)
+# The console lists every partner's jobs newest first (ids sort in creation order), filtered by status and/or type.
+Index("ix_sync_jobs_status_id", SyncJob.status, SyncJob.id)
+Index("ix_sync_jobs_type_id", SyncJob.type, SyncJob.id)
+Index("ix_sync_jobs_type_status_id", SyncJob.type, SyncJob.status, SyncJob.id)
 
 
 class JobChunk(Base):
@@ -189,6 +195,8 @@ class JobChunk(Base):
     processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # How long a worker took to apply the chunk; null when it ended without being applied (cancelled, abandoned).
     duration_ms: Mapped[int | None] = mapped_column(Integer)
+    # {"<error code>": records carrying it}, once processed: a job's errors by code without reading its results.
+    error_counts: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
 
 
 Index(
@@ -199,6 +207,8 @@ Index(
 )
 # /metrics summarises the chunks applied in a recent window.
 Index("ix_job_chunks_applied_at", JobChunk.processed_at, postgresql_where=text("duration_ms IS NOT NULL"))
+# The console's records per second over the last hour: every chunk that got its outcomes, cancelled ones too.
+Index("ix_job_chunks_processed_at", JobChunk.processed_at)
 
 
 class DryRunRow(Base):
@@ -269,3 +279,38 @@ class IdempotencyKey(Base):
 
 
 Index("ix_idempotency_keys_created_at", IdempotencyKey.created_at)
+
+
+class Operator(Base):
+    """A person who runs the service and signs in to the console (SPEC §10). Not a partner: no API key."""
+
+    __tablename__ = "operators"
+    __table_args__ = (CheckConstraint("role IN ('admin', 'viewer')", name="role"),)
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    username: Mapped[str] = mapped_column(Text, nullable=False, unique=True)
+    # scrypt, with its parameters and salt (core.operators.passwords).
+    password_hash: Mapped[str] = mapped_column(Text, nullable=False)
+    role: Mapped[str] = mapped_column(Text, nullable=False)
+    # Failed sign-ins in a row, and when the last one was: too many in a short while refuse further attempts.
+    failed_logins: Mapped[int] = mapped_column(SmallInteger, nullable=False, server_default=text("0"))
+    last_failed_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _created()
+
+
+class OperatorSession(Base):
+    """A signed-in console session. The cookie carries a random token; only its SHA-256 is stored, so the table
+    cannot be replayed. Signing out deletes the row."""
+
+    __tablename__ = "operator_sessions"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    operator_id: Mapped[str] = mapped_column(ForeignKey("operators.id", ondelete="CASCADE"), nullable=False)
+    # The session's token against cross-site request forgery, in a hidden field of every form.
+    csrf_token: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = _created()
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+Index("ix_operator_sessions_operator_id", OperatorSession.operator_id)
+Index("ix_operator_sessions_expires_at", OperatorSession.expires_at)

@@ -37,10 +37,28 @@ def _walk(routes: list[Any], prefix: str = "") -> Iterator[tuple[str, set[str]]]
             yield prefix + route.path, set(getattr(route, "methods", None) or ())
 
 
-def endpoints() -> list[Endpoint]:
-    """Every (method, path) the application answers, HEAD aside (it mirrors GET)."""
-    found = {Endpoint(method, path) for path, methods in _walk(list(app.routes)) for method in methods - {"HEAD"}}
+CONSOLE = "/console"
+
+
+def _endpoints(console: bool) -> list[Endpoint]:
+    found = {
+        Endpoint(method, path)
+        for path, methods in _walk(list(app.routes))
+        for method in methods - {"HEAD"}
+        if (path == CONSOLE or path.startswith(CONSOLE + "/")) == console
+    }
     return sorted(found, key=lambda e: (e.path, e.method))
+
+
+def endpoints() -> list[Endpoint]:
+    """Every (method, path) of the partner API, HEAD aside (it mirrors GET). The operator console under /console
+    answers people, not partners (HTML pages, a session cookie): `console_endpoints`, tested in tests/console."""
+    return _endpoints(console=False)
+
+
+def console_endpoints() -> list[Endpoint]:
+    """Every (method, path) of the operator console, HEAD aside."""
+    return _endpoints(console=True)
 
 
 BAD_RECORDS: list[tuple[str, dict[str, Any], str, str | None]] = [

@@ -64,7 +64,7 @@ def test_no_import_cycle_among_core_modules() -> None:
     assert cycles == []
 
 
-@pytest.mark.parametrize("package", ["records", "jobs", "webhooks", "partners", "ops"])
+@pytest.mark.parametrize("package", ["records", "jobs", "webhooks", "partners", "ops", "operators"])
 def test_each_domain_is_a_package_with_tests_beside_it(package: str) -> None:
     assert (CORE / package / "__init__.py").exists()
     assert (ROOT / "tests" / "core" / package).is_dir()

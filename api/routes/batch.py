@@ -140,6 +140,7 @@ def _store(
                     request_id=logs.request_id.get(),
                     webhook_url=webhook_url,
                     dry_run=dry_run,
+                    api_key_id=request.state.key_id,
                 )
             after_commit(session, lambda: publish_chunks(accepted.to_publish))
             job = accepted.job

@@ -32,6 +32,7 @@ from core.config import settings
 from core.errors import DomainError, FieldError, bounded_errors
 from core.jobs import repository
 from core.jobs.admission import ChunkKey, admit_jobs, release_window
+from core.jobs.results import error_counts
 from core.jobs.schemas import FINISHED
 from core.jobs.service import get_job
 from core.jobs.status import ChunkState
@@ -118,12 +119,14 @@ def _finish(
     duration_ms: int | None = None,
 ) -> ChunkDone:
     counts = Counter(o.outcome for o in outcomes)
+    results = [o.as_result() for o in outcomes]
     repository.finish_chunk(
         session,
         job_id=job.id,
         chunk_no=chunk_no,
-        results=[o.as_result() for o in outcomes],
+        results=results,
         counts=counts,
+        error_counts=error_counts(results),
         duration_ms=duration_ms,
     )
     row = repository.add_outcomes(session, job_id=job.id, counts=counts, abandoned=abandoned)

@@ -155,6 +155,104 @@ def unfinished_jobs(session: Session, *, limit: int) -> tuple[list[tuple[SyncJob
     return [(job, name) for job, name in rows], int(count), now
 
 
+# --- every partner's jobs (the operator console) ------------------------------------------------------------
+
+
+def list_all_jobs(
+    session: Session,
+    *,
+    status: str | None,
+    kind: str | None,
+    partner_id: str | None,
+    limit: int,
+    starting_after: str | None = None,
+    ending_before: str | None = None,
+) -> list[tuple[SyncJob, str]]:
+    """Up to `limit` jobs of every partner with the partner's name, newest first: older than `starting_after`, or
+    the newest ones just newer than `ending_before`. Each filter has an index that yields this order
+    (ix_sync_jobs_status_id, _type_id, _type_status_id, _partner_id_id), so a page reads only its own rows."""
+    query = select(SyncJob, Partner.name).join(Partner, Partner.id == SyncJob.partner_id)
+    if status:
+        query = query.where(SyncJob.status == status)
+    if kind:
+        query = query.where(SyncJob.type == kind)
+    if partner_id:
+        query = query.where(SyncJob.partner_id == partner_id)
+    if ending_before:
+        newer = session.execute(query.where(SyncJob.id > ending_before).order_by(SyncJob.id).limit(limit)).all()
+        return [(job, name) for job, name in reversed(newer)]
+    if starting_after:
+        query = query.where(SyncJob.id < starting_after)
+    rows = session.execute(query.order_by(SyncJob.id.desc()).limit(limit)).all()
+    return [(job, name) for job, name in rows]
+
+
+def job_with_partner(session: Session, *, job_id: str) -> tuple[SyncJob, str] | None:
+    """Any partner's job with the partner's name, or None."""
+    row = session.execute(
+        select(SyncJob, Partner.name).join(Partner, Partner.id == SyncJob.partner_id).where(SyncJob.id == job_id)
+    ).one_or_none()
+    return None if row is None else (row[0], row[1])
+
+
+def chunk_summaries(session: Session, *, job_id: str, after: int, limit: int) -> list[Row[Any]]:
+    """Up to `limit` chunks of a job numbered past `after`: (chunk_no, first_index, record_count, state, attempts,
+    lease_until, processed_at, duration_ms, outcome_counts), never their records or results."""
+    return list(
+        session.execute(
+            text(
+                "SELECT chunk_no, first_index, record_count, state, attempts, lease_until, processed_at, duration_ms, "
+                "outcome_counts FROM job_chunks WHERE job_id = :j AND chunk_no > :after ORDER BY chunk_no LIMIT :n"
+            ),
+            {"j": job_id, "after": after, "n": limit},
+        ).all()
+    )
+
+
+def error_code_counts(session: Session, *, job_id: str) -> list[Row[Any]]:
+    """(code, errors) summed over the job's processed chunks, most frequent first."""
+    return list(
+        session.execute(
+            text(
+                "SELECT e.key AS code, sum(e.value::bigint) AS errors FROM job_chunks c, "
+                "jsonb_each_text(c.error_counts) AS e WHERE c.job_id = :j AND c.error_counts IS NOT NULL "
+                "GROUP BY e.key ORDER BY errors DESC, code"
+            ),
+            {"j": job_id},
+        ).all()
+    )
+
+
+def chunks_without_error_counts(session: Session, *, job_id: str) -> list[int]:
+    """Done chunks with failed records whose errors were not counted when they were processed (before the
+    count was kept)."""
+    return list(
+        session.execute(
+            text(
+                f"SELECT chunk_no FROM job_chunks WHERE job_id = :j AND state = '{_DONE}' AND error_counts IS NULL "
+                "AND coalesce((outcome_counts ->> 'failed')::int, 0) > 0 ORDER BY chunk_no"
+            ),
+            {"j": job_id},
+        ).scalars()
+    )
+
+
+def partner_job_totals(session: Session, *, partner_ids: Sequence[str]) -> list[Row[Any]]:
+    """Per partner of `partner_ids`: (partner_id, jobs, unfinished, total, processed, then each outcome counter in
+    OUTCOMES order), over the jobs kept."""
+    sums = ", ".join(f"coalesce(sum({name}), 0) AS {name}" for name in OUTCOMES)
+    return list(
+        session.execute(
+            text(
+                "SELECT partner_id, count(*) AS jobs, count(*) FILTER (WHERE finished_at IS NULL) AS unfinished, "
+                f"coalesce(sum(total), 0) AS total, coalesce(sum(processed), 0) AS processed, {sums} "
+                "FROM sync_jobs WHERE partner_id = ANY(:p) GROUP BY partner_id"
+            ),
+            {"p": list(partner_ids)},
+        ).all()
+    )
+
+
 # --- admission --------------------------------------------------------------------------------------------------
 
 
@@ -351,15 +449,24 @@ def finish_chunk(
     chunk_no: int,
     results: Sequence[dict[str, Any]],
     counts: Mapping[str, int],
+    error_counts: Mapping[str, int],
     duration_ms: int | None,
 ) -> None:
-    """Store a chunk's results and outcome counts: it is done."""
+    """Store a chunk's results, outcome counts and error counts by code: it is done."""
     session.execute(
         text(
             f"UPDATE job_chunks SET state = '{_DONE}', results = :r, outcome_counts = CAST(:oc AS jsonb), "
-            "processed_at = now(), lease_until = NULL, duration_ms = :d WHERE job_id = :j AND chunk_no = :c"
+            "error_counts = CAST(:ec AS jsonb), processed_at = now(), lease_until = NULL, duration_ms = :d "
+            "WHERE job_id = :j AND chunk_no = :c"
         ),
-        {"r": orjson.dumps(list(results)), "oc": _json(dict(counts)), "d": duration_ms, "j": job_id, "c": chunk_no},
+        {
+            "r": orjson.dumps(list(results)),
+            "oc": _json(dict(counts)),
+            "ec": _json(dict(error_counts)),
+            "d": duration_ms,
+            "j": job_id,
+            "c": chunk_no,
+        },
     )
 
 

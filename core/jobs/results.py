@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import orjson
@@ -149,6 +150,22 @@ def results_csv(
         yield buffer.getvalue().encode()
 
 
+def error_counts(results: Iterable[dict[str, Any]]) -> Counter[str]:
+    """How many errors of each code the results carry (as stored: bounded, `too_many_errors` included)."""
+    return Counter(error["code"] for result in results for error in result["errors"])
+
+
+def errors_by_code(session: Session, job_id: str) -> list[tuple[str, int]]:
+    """The job's errors so far by code, most frequent first: summed from the counts each chunk keeps, without
+    reading results (but for chunks processed before those counts were kept)."""
+    counts: Counter[str] = Counter(
+        {row.code: int(row.errors) for row in repository.error_code_counts(session, job_id=job_id)}
+    )
+    for chunk_no in repository.chunks_without_error_counts(session, job_id=job_id):
+        counts.update(error_counts(orjson.loads(repository.chunk_results(session, job_id=job_id, chunk_no=chunk_no))))
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+
+
 def compat_body(session: Session, job: SyncJob) -> dict[str, Any]:
     """Pocketflows' synchronous batch answer: an object (or null) per input index, and every error."""
     objects: list[dict[str, Any] | None] = [None] * job.total
@@ -179,6 +196,8 @@ __all__ = [
     "OUTCOMES",
     "compat_body",
     "csv_row",
+    "error_counts",
+    "errors_by_code",
     "iter_results",
     "result_view",
     "results_csv",

@@ -45,11 +45,13 @@ def accept_batch(
     request_id: str | None = None,
     webhook_url: str | None = None,
     dry_run: bool = False,
+    api_key_id: str | None = None,
 ) -> Accepted:
     """Store a job and every record, chunk by chunk as the elements arrive; return the chunks to publish once
     the transaction commits. An element that is a `FieldError` (an NDJSON line that was not JSON) fails alone.
 
     A real job is an accepted write and takes its write sequence now (SPEC §3 rule 7); a dry run takes none.
+    `api_key_id` is the key that submitted it (the console shows it).
     """
     job = SyncJob(
         id=ids.new_id(ids.JOB),
@@ -63,6 +65,7 @@ def accept_batch(
         total=0,
         request_id=request_id,
         webhook_url=webhook_url,
+        api_key_id=api_key_id,
         **dict.fromkeys(("processed", *COUNTERS, "abandoned_chunks"), 0),
         admitted=False,
     )
@@ -207,3 +210,63 @@ def unfinished_jobs(session: Session, *, limit: int) -> tuple[list[tuple[SyncJob
     """Every partner's oldest unfinished jobs (up to `limit`) with the partner's name, how many there are in all,
     and the database's clock (for their ages): what an operator's status shows."""
     return repository.unfinished_jobs(session, limit=limit)
+
+
+@dataclass(frozen=True, slots=True)
+class JobPage:
+    """A page of every partner's jobs, newest first, each with its partner's name, and whether there are newer
+    and older ones beyond it (keyset paging: no count of the jobs)."""
+
+    jobs: list[tuple[SyncJob, str]]
+    has_newer: bool
+    has_older: bool
+
+
+def list_all_jobs(
+    session: Session,
+    *,
+    status: str | None = None,
+    kind: str | None = None,
+    partner_id: str | None = None,
+    limit: int,
+    starting_after: str | None = None,
+    ending_before: str | None = None,
+) -> JobPage:
+    """Every partner's jobs for the operator console, newest first: the page after `starting_after` (older
+    jobs), or the page before `ending_before` (newer ones), or the newest."""
+    rows = repository.list_all_jobs(
+        session,
+        status=status,
+        kind=kind,
+        partner_id=partner_id,
+        limit=limit + 1,
+        starting_after=starting_after,
+        ending_before=ending_before,
+    )
+    if ending_before:
+        return JobPage(rows[-limit:], has_newer=len(rows) > limit, has_older=True)
+    return JobPage(rows[:limit], has_newer=starting_after is not None, has_older=len(rows) > limit)
+
+
+def find_job(session: Session, *, job_id: str) -> tuple[SyncJob, str]:
+    """Any partner's job, with the partner's name (for operators), or `not_found`."""
+    found = None if "\x00" in job_id else repository.job_with_partner(session, job_id=job_id)
+    if found is None:
+        raise not_found("job")
+    return found
+
+
+def chunk_page(session: Session, *, job_id: str, after: int, limit: int) -> tuple[list[Any], bool]:
+    """A page of a job's chunks in order (their state, attempts and duration, not their records); whether there
+    are more."""
+    rows = repository.chunk_summaries(session, job_id=job_id, after=after, limit=limit + 1)
+    return rows[:limit], len(rows) > limit
+
+
+def partner_job_totals(session: Session, *, partner_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+    """Per partner: its jobs kept (`jobs`), how many are `unfinished`, and their records (`total`, `processed`,
+    and each outcome), from the jobs' counters."""
+    return {
+        row.partner_id: {name: int(value) for name, value in row._mapping.items() if name != "partner_id"}
+        for row in repository.partner_job_totals(session, partner_ids=partner_ids)
+    }

@@ -77,3 +77,20 @@ def chunk_histogram(
 def delivery_counts(conn: Connection) -> Sequence[Row[str, int]]:
     """Per status, the number of webhook deliveries."""
     return conn.execute(text("SELECT status, count(*) FROM webhook_deliveries GROUP BY status")).all()
+
+
+def records_by_interval(conn: Connection, *, window_seconds: int, bucket_seconds: int) -> Sequence[Row[Any]]:
+    """Records that got an outcome in the last `window_seconds`, per interval of `bucket_seconds` (numbered from 0,
+    the oldest, counted back from now) and outcome: (bucket, then each outcome in OUTCOMES order). Reads the chunks
+    processed in the window through ix_job_chunks_processed_at, never their results."""
+    sums = ", ".join(f"coalesce(sum((outcome_counts ->> '{name}')::bigint), 0)" for name in OUTCOMES)
+    last = window_seconds // bucket_seconds - 1
+    return conn.execute(
+        text(
+            f"SELECT least({last}, greatest(0, floor(extract(epoch FROM processed_at - "
+            f"  (now() - make_interval(secs => :window))) / :bucket)))::int AS bucket, {sums} "
+            "FROM job_chunks WHERE processed_at > now() - make_interval(secs => :window) "
+            "AND outcome_counts IS NOT NULL GROUP BY 1 ORDER BY 1"
+        ),
+        {"window": window_seconds, "bucket": bucket_seconds},
+    ).all()

@@ -77,6 +77,34 @@ def list_partners(session: Session) -> list[Partner]:
     return list(session.scalars(select(Partner).order_by(Partner.id)))
 
 
+def partners_after(session: Session, *, starting_after: str | None, limit: int) -> list[Partner]:
+    """Up to `limit` partners in id order (oldest first), after `starting_after`."""
+    query = select(Partner).order_by(Partner.id).limit(limit)
+    if starting_after:
+        query = query.where(Partner.id > starting_after)
+    return list(session.scalars(query))
+
+
+def partner_names(session: Session) -> list[Row[str, str]]:
+    """(id, name) of every partner, by name."""
+    return list(session.execute(select(Partner.id, Partner.name).order_by(Partner.name, Partner.id)).all())
+
+
+def key_totals(session: Session, *, partner_ids: list[str]) -> list[Row[str, int, datetime | None]]:
+    """Per partner of `partner_ids`: (partner_id, live keys, when any of its keys was last used)."""
+    return list(
+        session.execute(
+            select(ApiKey.partner_id, func.count().filter(ApiKey.revoked_at.is_(None)), func.max(ApiKey.last_used_at))
+            .where(ApiKey.partner_id.in_(partner_ids))
+            .group_by(ApiKey.partner_id)
+        ).all()
+    )
+
+
+def get_key(session: Session, *, key_id: str) -> ApiKey | None:
+    return session.get(ApiKey, key_id)
+
+
 def get_partner(session: Session, *, partner_id: str) -> Partner | None:
     return session.get(Partner, partner_id)
 

@@ -8,6 +8,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy.orm import Session
 
@@ -123,7 +124,7 @@ def create_key_for(session: Session, *, partner_id: str) -> NewKey:
 
 def revoke_key(session: Session, *, key_id: str) -> ApiKey:
     """Revoke a key; once this commits, no write is applied with it (and it answers 401 within 1 s)."""
-    key = repository.revoke_key(session, key_id=key_id)
+    key = None if "\x00" in key_id else repository.revoke_key(session, key_id=key_id)
     if key is None:
         raise not_found("API key")
     return key
@@ -133,9 +134,30 @@ def list_partners(session: Session) -> list[Partner]:
     return repository.list_partners(session)
 
 
+def partners_page(session: Session, *, starting_after: str | None, limit: int) -> tuple[list[Partner], bool]:
+    """A page of partners, oldest first; whether there are more."""
+    rows = repository.partners_after(session, starting_after=starting_after, limit=limit + 1)
+    return rows[:limit], len(rows) > limit
+
+
+def partner_choices(session: Session) -> list[tuple[str, str]]:
+    """(id, name) of every partner, by name: the console's partner filter."""
+    return [(row[0], row[1]) for row in repository.partner_names(session)]
+
+
+def key_totals(session: Session, *, partner_ids: list[str]) -> dict[str, tuple[int, datetime | None]]:
+    """Per partner: how many live keys it has, and when one of its keys was last used."""
+    return {row[0]: (int(row[1]), row[2]) for row in repository.key_totals(session, partner_ids=partner_ids)}
+
+
+def find_key(session: Session, *, key_id: str) -> ApiKey | None:
+    """An API key by id, revoked or not, or None."""
+    return None if "\x00" in key_id else repository.get_key(session, key_id=key_id)
+
+
 def get_partner(session: Session, *, partner_id: str) -> Partner:
-    """The partner, or NotFound."""
-    partner = repository.get_partner(session, partner_id=partner_id)
+    """The partner, or `not_found`."""
+    partner = None if "\x00" in partner_id else repository.get_partner(session, partner_id=partner_id)
     if partner is None:
         raise not_found("partner")
     return partner
