@@ -19,6 +19,8 @@ class JobRow:
     partner_id: str
     partner_name: str
     type: str
+    # A dry run (SPEC §9): its counts say what would have happened; nothing was written.
+    dry_run: bool
     business_id: str | None
     status: str
     total: int
@@ -49,6 +51,7 @@ def job_row(job: SyncJob, partner_name: str, now: datetime | None = None) -> Job
         partner_id=job.partner_id,
         partner_name=partner_name,
         type=job.type,
+        dry_run=job.dry_run,
         business_id=job.business_id,
         status=job.status,
         total=job.total,

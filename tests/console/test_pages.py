@@ -302,3 +302,20 @@ def test_what_partners_send_is_shown_as_text_never_as_markup(console: Console, v
         escaped = "&lt;script&gt;alert(&#34;name&#34;)&lt;/script&gt;"
         assert escaped in session.get(f"/console/partners/{partner.partner_id}").text
         assert "&lt;img src=x onerror=alert(1)&gt;" in session.get(f"/console/jobs/{job['id']}").text
+
+
+def test_a_dry_run_is_labelled_as_one_in_the_list_and_on_its_page(console: Console, viewer: Operator) -> None:
+    partner = make_partner("previewing partner")
+    with partner_client(console, partner) as client:
+        accepted = client.post("/sync/businesses/batch?dry_run=true", json={"businesses": [{"name": "Would be"}]})
+    assert accepted.status_code == 202, accepted.text
+    dry = wait_finished(console, partner, accepted.json()["id"])
+    assert dry["dry_run"] is True
+    real = wait_finished(console, partner, submit_businesses(console, partner, [{"name": "Is"}])["id"])
+    with sign_in(console, viewer) as session:
+        listing = session.get(f"/console/jobs?partner={partner.partner_id}").text
+        assert f'data-job-id="{dry["id"]}"' in listing
+        rows = dict(re.findall(r'<tr data-job-id="(job_\w+)"[^>]*data-dry-run="(\w+)"', listing))
+        assert rows == {dry["id"]: "true", real["id"]: "false"}
+        assert "dry run: nothing was written" in session.get(f"/console/jobs/{dry['id']}").text
+        assert "dry run" not in session.get(f"/console/jobs/{real['id']}").text.lower()
