@@ -1,11 +1,13 @@
 """Prefixed, time-ordered identifiers (`biz_01J…`).
 
-The body is 48 bits of milliseconds, a 16-bit per-process counter and 64 random bits in Crockford base32, so
-ids sort in creation order: lists page by id, oldest first, with the id itself as the cursor.
+The body is 26 Crockford base32 digits: 10 for the milliseconds (48 bits, two leading zero bits), 3 for a 15-bit
+per-process counter, 13 random ones (65 bits). So ids sort in creation order: lists page by id, oldest first, with
+the id itself as the cursor.
 
-A worker makes an id for every record it creates, so this is on the hot path: random bits are read from the OS a
-few kilobytes at a time (and dropped in a forked child, which must not reuse its parent's), and the digits are
-looked up two at a time.
+A worker makes an id for every record it creates, so this is on the hot path: the random digits are drawn from
+the OS a few kilobytes at a time, turned into digits by one `bytes.translate` (256 is a multiple of 32, so every
+digit is equally likely; the pool is dropped in a forked child, which must not reuse its parent's), and the
+millisecond's digits are made once per millisecond.
 """
 
 from __future__ import annotations
@@ -17,12 +19,17 @@ import time
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 # Every pair of digits, indexed by the 10 bits they encode.
 _PAIRS = [high + low for high in _ALPHABET for low in _ALPHABET]
-_RANDOM_POOL_BYTES = 4096
+# A random byte to a random digit: its low 5 bits.
+_TO_DIGIT = bytes(ord(_ALPHABET[b & 31]) for b in range(256))
+_RANDOM_DIGITS = 13
+_POOL_BYTES = 4095  # 315 ids' random digits
+_COUNTER_LIMIT = 1 << 15
 _lock = threading.Lock()
 _last_ms = 0
+_ms_digits = ""
 _counter = 0
-_random = b""
-_random_at = 0
+_pool = ""
+_pool_at = 0
 
 PARTNER = "ptn"
 API_KEY = "key"
@@ -34,21 +41,11 @@ OPERATOR = "opr"
 
 
 def _forget_random() -> None:
-    global _random, _random_at
-    _random, _random_at = b"", 0
+    global _pool, _pool_at
+    _pool, _pool_at = "", 0
 
 
 os.register_at_fork(after_in_child=_forget_random)
-
-
-def _random_bytes(count: int) -> bytes:
-    """`count` bytes from the OS's CSPRNG, buffered; call with `_lock` held."""
-    global _random, _random_at
-    if _random_at + count > len(_random):
-        _random, _random_at = os.urandom(_RANDOM_POOL_BYTES), 0
-    start = _random_at
-    _random_at += count
-    return _random[start:_random_at]
 
 
 def _encode(value: int, length: int) -> str:
@@ -60,19 +57,25 @@ def _encode(value: int, length: int) -> str:
 
 def new_id(prefix: str) -> str:
     """A new id such as `cus_01JD3…`; later calls in one process sort after earlier ones."""
-    global _last_ms, _counter
+    global _last_ms, _ms_digits, _counter, _pool, _pool_at
     with _lock:
         now = time.time_ns() // 1_000_000
-        if now <= _last_ms:
+        if now <= _last_ms:  # the same millisecond (or the clock went back): count on
             now = _last_ms
-            _counter = (_counter + 1) & 0xFFFF
-            if _counter == 0:  # 65 536 ids in one millisecond: borrow the next one
+            _counter += 1
+            if _counter == _COUNTER_LIMIT:  # 32 768 ids in one millisecond: borrow the next one
                 now += 1
-        else:
-            _counter = _random_bytes(1)[0]
-        _last_ms = now
-        body = (now << 80) | (_counter << 64) | int.from_bytes(_random_bytes(8), "big")
-    return f"{prefix}_{_encode(body, 26)}"
+                _counter = os.urandom(1)[0]
+        else:  # a new millisecond starts its counter anywhere below 256
+            _counter = os.urandom(1)[0]
+        if now != _last_ms:
+            _last_ms, _ms_digits = now, _encode(now, 10)
+        if _pool_at + _RANDOM_DIGITS > len(_pool):
+            _pool, _pool_at = os.urandom(_POOL_BYTES).translate(_TO_DIGIT).decode(), 0
+        start = _pool_at
+        _pool_at += _RANDOM_DIGITS
+        counter = _counter
+        return f"{prefix}_{_ms_digits}{_PAIRS[counter >> 5]}{_ALPHABET[counter & 31]}{_pool[start:_pool_at]}"
 
 
 def new_ids(prefix: str, count: int) -> list[str]:
