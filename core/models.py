@@ -98,8 +98,11 @@ class Customer(Base):
     __table_args__ = (UniqueConstraint("business_id", "external_id", name="uq_customers_business_external_id"),)
 
     id: Mapped[str] = mapped_column(Text, primary_key=True)
-    business_id: Mapped[str] = mapped_column(ForeignKey("businesses.id", ondelete="CASCADE"), nullable=False)
-    partner_id: Mapped[str] = mapped_column(ForeignKey("partners.id", ondelete="CASCADE"), nullable=False)
+    # Its business's and that business's partner, without foreign keys: checked once a statement rather than once a
+    # row (core.records.repository.write_plan), and a deleted business deletes its customers by a trigger of its
+    # own (migration 0007).
+    business_id: Mapped[str] = mapped_column(Text, nullable=False)
+    partner_id: Mapped[str] = mapped_column(Text, nullable=False)
     external_id: Mapped[str | None] = mapped_column(Text)
     email_address: Mapped[str | None] = mapped_column(Text)
     phone_number: Mapped[str | None] = mapped_column(Text)

@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core import ids
-from core.errors import FieldError
+from core.errors import FieldError, not_found
 from core.models import Business, Customer
 from core.records.rules import Payload, Plan, Preview, RecordOutcome, Row, Scope, plan_records, preview
 from core.records.schemas import WRITABLE
@@ -219,16 +219,30 @@ def write_plan(cur: psycopg.Cursor[Any], scope: Scope, seq: int, plan: Plan) -> 
         )
         placeholders = ", ".join(["%s"] * len(owner_values))
         source, rows = _source(scope, plan.creates)
+        # Customers have no foreign keys (migration 0007): their business is locked here once, as each row's check
+        # would have, so it cannot be deleted before this transaction ends; gone already, nothing is inserted.
+        guard, guard_values = (
+            (" WHERE EXISTS (SELECT FROM businesses WHERE id = %s FOR KEY SHARE)", (scope.business_id,))
+            if table == "customers"
+            else ("", ())
+        )
         cur.execute(
             f"INSERT INTO {table} (id, {owner}, {', '.join(columns)}, last_seq) "
             f"SELECT s.id, {placeholders}, {', '.join('s.' + c for c in columns)}, %s "
-            f"FROM {source} ORDER BY s.external_id, s.id ON CONFLICT DO NOTHING",
-            (*owner_values, seq, rows),
+            f"FROM {source}{guard} ORDER BY s.external_id, s.id ON CONFLICT DO NOTHING",
+            (*owner_values, seq, rows, *guard_values),
         )
         if cur.rowcount != len(plan.creates):
+            if table == "customers" and cur.rowcount == 0 and not _business_row(cur, scope.business_id):
+                raise not_found("business")
             raise Contended(f"{len(plan.creates) - cur.rowcount} inserts lost to a concurrent writer")
     if plan.touches:
         cur.execute(f"UPDATE {table} SET last_seq = %s WHERE id = ANY(%s) AND last_seq < %s", (seq, plan.touches, seq))
+
+
+def _business_row(cur: psycopg.Cursor[Any], business_id: str | None) -> bool:
+    cur.execute("SELECT FROM businesses WHERE id = %s", (business_id,))
+    return cur.fetchone() is not None
 
 
 @contextmanager

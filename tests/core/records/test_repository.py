@@ -7,10 +7,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import orjson
+import psycopg
 import pytest
 from sqlalchemy.orm import Session
 
-from core.records.repository import _LOAD, _key_arrays, driver_connection, load_rows
+from core.db import new_session
+from core.errors import DomainError
+from core.records.repository import _LOAD, _key_arrays, apply_records, driver_connection, load_rows, next_write_seq
 from core.records.rules import Scope
 from core.records.schemas import parse_record
 from tests.conftest import make_partner
@@ -104,3 +107,70 @@ def test_a_connection_keeps_no_plan_made_while_the_table_was_small(session: Sess
     assert prepared == (0,)
     _customers(session, partner.partner_id, business, 200)
     assert len(load_rows(cur, scope, records, lock=lock)) == 49
+
+
+# --- a customer's business, without a foreign key checked row by row (migration 0007) ------------------------------
+
+
+def _sync(session: Session, scope: Scope, records: list[dict[str, Any]]) -> list[str]:
+    payloads = [(i, parse_record("customers", r)) for i, r in enumerate(records)]
+    outcomes = apply_records(session, scope=scope, seq=next_write_seq(session), records=payloads)
+    return [o.outcome for o in outcomes]
+
+
+def test_customers_go_with_their_business_and_with_its_partner(session: Session) -> None:
+    partner = make_partner("cascade")
+    kept = _business(session, partner.partner_id, "kept")
+    dropped = _business(session, partner.partner_id, "dropped")
+    for business in (kept, dropped):
+        scope = Scope("customers", partner.partner_id, business)
+        assert _sync(session, scope, [{"external_id": f"c-{i}"} for i in range(3)]) == ["created"] * 3
+    conn = driver_connection(session)
+    conn.execute("DELETE FROM businesses WHERE id = %s", (dropped,))
+    owners = conn.execute(
+        "SELECT business_id, count(*) FROM customers WHERE partner_id = %s GROUP BY 1", (partner.partner_id,)
+    )
+    assert owners.fetchall() == [(kept, 3)]
+    conn.execute("DELETE FROM partners WHERE id = %s", (partner.partner_id,))
+    left = conn.execute("SELECT count(*) FROM customers WHERE partner_id = %s", (partner.partner_id,)).fetchone()
+    assert left == (0,)
+
+
+def test_no_customer_is_written_into_a_business_that_is_gone(session: Session) -> None:
+    partner = make_partner("orphans")
+    business = _business(session, partner.partner_id, "gone")
+    driver_connection(session).execute("DELETE FROM businesses WHERE id = %s", (business,))
+    scope = Scope("customers", partner.partner_id, business)
+    with pytest.raises(DomainError) as raised:
+        _sync(session, scope, [{"external_id": "c-1"}, {"external_id": "c-2"}])
+    assert raised.value.code == "not_found"
+    stored = driver_connection(session).execute("SELECT count(*) FROM customers WHERE business_id = %s", (business,))
+    assert stored.fetchone() == (0,)
+
+
+def test_a_business_cannot_be_deleted_under_a_write_of_its_customers(session: Session) -> None:
+    """The write locks its business as a foreign key's check would: a deletion waits for it, then takes the
+    customers it wrote along, so no customer is ever left without its business."""
+    partner = make_partner("race")
+    business = _business(session, partner.partner_id, "raced")
+    session.commit()
+    scope = Scope("customers", partner.partner_id, business)
+    assert _sync(session, scope, [{"external_id": "c-1"}]) == ["created"]  # open: the business is locked
+    other = new_session()
+    try:
+        conn = driver_connection(other)
+        conn.execute("SET LOCAL lock_timeout = '300ms'")
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            conn.execute("DELETE FROM businesses WHERE id = %s", (business,))
+        other.rollback()
+        session.commit()
+        conn = driver_connection(other)
+        conn.execute("DELETE FROM businesses WHERE id = %s", (business,))
+        other.commit()
+        left = driver_connection(other).execute("SELECT count(*) FROM customers WHERE business_id = %s", (business,))
+        assert left.fetchone() == (0,)
+    finally:
+        other.rollback()
+        other.close()
+        with session.begin():
+            driver_connection(session).execute("DELETE FROM partners WHERE id = %s", (partner.partner_id,))
