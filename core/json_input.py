@@ -34,7 +34,7 @@ def _suspect_number(data: bytes) -> bool:
     return any(suspect in shape for suspect in _SUSPECT_SHAPES)
 
 
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_NOT_MARKS = bytes(b for b in range(256) if b not in b'"[]{}')
 _DEPTH_STEP = [0] * 256
 for _byte in b"[{":
     _DEPTH_STEP[_byte] = 1
@@ -132,18 +132,27 @@ class DepthGuard:
             body = body.replace(b'\\"', b"")
         elif not data and self._surrogate_tail:
             self._check_surrogates(b"", final=True)
-        pieces = body.split(b'"')
-        outside = pieces[1::2] if self._in_string else pieces[0::2]
-        if len(pieces) % 2 == 0:
-            self._in_string = not self._in_string
-        brackets = b"".join(outside).translate(None, _NOT_BRACKETS)
+        # Only quotes and brackets matter now. A string holding no bracket leaves two quotes side by side: cut
+        # out at once, with the quotes of two strings meeting (nothing but brackets can lie between them, and there
+        # were none); what is left alternates between outside and inside strings as before.
+        marks = body.translate(None, _NOT_MARKS)
+        if self._in_string:
+            end = marks.find(b'"')
+            if end < 0:
+                return
+            marks, self._in_string = marks[end + 1 :], False
+        brackets = marks.replace(b'""', b"")
+        if b'"' in brackets:
+            pieces = brackets.split(b'"')
+            self._in_string = len(pieces) % 2 == 0
+            brackets = b"".join(pieces[0::2])
         if not brackets:
             return
         if self._depth + len(brackets) > self._limit:
             peak = max(accumulate(map(_DEPTH_STEP.__getitem__, brackets), initial=self._depth))
             if peak > self._limit:
                 raise JsonSyntaxError(f"the document nests deeper than {self._limit} levels", *self.position())
-        self._depth += sum(map(_DEPTH_STEP.__getitem__, brackets))
+        self._depth += 2 * (brackets.count(b"{") + brackets.count(b"[")) - len(brackets)
 
     def _check_surrogates(self, body: bytes, *, final: bool) -> None:
         # yajl turns a lone UTF-16 surrogate escape into "?": refuse it rather than store a changed text.
