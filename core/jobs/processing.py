@@ -92,7 +92,7 @@ def _decode(
     rejected = rejections or {}
     for offset, element in enumerate(orjson.loads(payload)):
         index = first_index + offset
-        stored = rejected.get(str(offset))
+        stored = rejected.get(str(offset)) if rejected else None
         parsed: Payload | list[FieldError]
         if stored is None:
             parsed = parse_record(kind, element)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from itertools import count
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import orjson
 
@@ -106,16 +106,16 @@ def canonical_metadata(value: Any) -> bytes:
 def desired_state(kind: Kind, payload: Payload, current_external_id: str | None) -> Row:
     """The properties a record has once the payload replaced it (everything not sent is blanked)."""
     external_id = payload.external_id if payload.sets_external_id else current_external_id
-    state: Row = {"external_id": external_id, "metadata": payload.metadata or {}}
-    if kind == "businesses":
-        assert isinstance(payload, BusinessPayload)
-        state["name"] = payload.name
-    else:
-        assert isinstance(payload, CustomerPayload)
-        state["email_address"] = payload.email_address
-        state["phone_number"] = payload.phone_number
-        state["full_name"] = payload.full_name
-    return state
+    if kind == "customers":
+        customer = cast(CustomerPayload, payload)
+        return {
+            "external_id": external_id,
+            "metadata": customer.metadata or {},
+            "email_address": customer.email_address,
+            "phone_number": customer.phone_number,
+            "full_name": customer.full_name,
+        }
+    return {"external_id": external_id, "metadata": payload.metadata or {}, "name": cast(BusinessPayload, payload).name}
 
 
 def changed_fields(kind: Kind, row: Row, state: Row) -> list[str]:
@@ -233,11 +233,11 @@ def plan_records(
             created_ids.add(row["id"])
             if xid is not None:
                 by_xid[xid] = row["id"]
-                if ("x", xid) in released:
+                if released and ("x", xid) in released:
                     plan.release_first.add(released[("x", xid)])
             if email is not None:
                 by_email[email] = row["id"]
-                if ("e", email) in released:
+                if released and ("e", email) in released:
                     plan.release_first.add(released[("e", email)])
             plan.outcomes.append(RecordOutcome(index, CREATED, row["id"], xid))
             continue

@@ -125,10 +125,40 @@ class _MetadataWalk:
         return root
 
 
+def _plainly_valid(value: dict[str, Any]) -> bool:
+    """Whether metadata is valid at a glance: flat, ASCII text without NUL, 64-bit integers, finite floats,
+    booleans and nulls, and so short that it cannot serialize past the limit (no ASCII character takes more than 6
+    bytes in JSON). Most metadata is; anything else is walked (`check_metadata`)."""
+    size = 2
+    for key, item in value.items():
+        if key.__class__ is not str or not key.isascii() or "\x00" in key:
+            return False
+        cls = item.__class__
+        if cls is str:
+            if not item.isascii() or "\x00" in item:
+                return False
+            size += 6 * (len(key) + len(item)) + 6
+        elif cls is int:
+            if not _INT64[0] <= item <= _INT64[1]:
+                return False
+            size += 6 * len(key) + 24
+        elif cls is float:
+            if not math.isfinite(item):
+                return False
+            size += 6 * len(key) + 32
+        elif item is None or cls is bool:
+            size += 6 * len(key) + 12
+        else:
+            return False
+    return size <= MAX_METADATA_BYTES
+
+
 def check_metadata(value: dict[str, Any]) -> dict[str, Any]:
     """Metadata as validated (SPEC §2, §7): nested at most 16 levels, numbers that are 64-bit integers or finite
     doubles, no NUL character (PostgreSQL cannot store it), at most 16 KiB serialized. Returns the value with every
     `Decimal` as a float; raises one `metadata_invalid` error carrying every problem found, each with its path."""
+    if _plainly_valid(value):
+        return value
     walk = _MetadataWalk()
     checked = walk.run(value)
     try:

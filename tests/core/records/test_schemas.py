@@ -8,9 +8,20 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic_core import PydanticCustomError
 
 from core.errors import FieldError, bounded_errors
-from core.records.schemas import BusinessPayload, CustomerPayload, parse_record
+from core.records.schemas import (
+    MAX_METADATA_BYTES,
+    BusinessPayload,
+    CustomerPayload,
+    _MetadataWalk,
+    _plainly_valid,
+    check_metadata,
+    parse_record,
+)
 
 
 def business(metadata: Any, **fields: Any) -> BusinessPayload | CustomerPayload | list[FieldError]:
@@ -157,3 +168,31 @@ def test_bounded_lists_combine_with_the_right_count() -> None:
     one_more = bounded_errors([FieldError("x", str(i)) for i in range(21)])
     assert one_more[-1].message.startswith("and 1 more error ")
     assert bounded_errors([]) == []
+
+
+_FLAT_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**64), max_value=2**64),
+    st.floats(),
+    st.text(max_size=8),
+    st.text(alphabet='ab\x00\x01"\\', max_size=4),
+    st.integers(min_value=1, max_value=3_000).map(lambda n: "\x01" * n),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.dictionaries(st.text(max_size=6), _FLAT_VALUES, max_size=8))
+def test_flat_metadata_taken_at_a_glance_is_exactly_what_the_full_check_takes(metadata: dict[str, Any]) -> None:
+    """Flat metadata that looks plainly valid skips the full walk; the full walk would have kept it unchanged."""
+    walk = _MetadataWalk()
+    checked = walk.run(metadata)
+    valid = not walk.problems and len(orjson.dumps(checked)) <= MAX_METADATA_BYTES
+    if _plainly_valid(metadata):
+        assert valid
+        assert checked == metadata
+    if valid:
+        assert check_metadata(metadata) == checked
+    else:
+        with pytest.raises(PydanticCustomError):
+            check_metadata(metadata)
