@@ -41,11 +41,14 @@ def get_engine() -> Engine:
                 pool_timeout=settings.db_pool_timeout_seconds,
                 pool_pre_ping=True,
                 pool_recycle=1800,
-                # Short OLTP statements: parallel workers cost more to start than they save, on few cores.
+                # Short OLTP statements: parallel workers cost more to start than they save, on few cores; and
+                # JIT compilation, which PostgreSQL starts for any statement its planner estimates as costly, took
+                # 40-70 ms of a chunk's 20 ms row load (docs/performance.md), whose estimate knows nothing of the
+                # thousand single-row index probes it really is.
                 connect_args={
                     "connect_timeout": 5,
                     "application_name": "pfsync",
-                    "options": "-c max_parallel_workers_per_gather=0",
+                    "options": "-c max_parallel_workers_per_gather=0 -c jit=off",
                 },
                 # jsonb stores a JSON number such as 1e20 as an integer literal, which the json module would read
                 # back as an int beyond 64 bits that no response can serialize; orjson reads it as a float, as

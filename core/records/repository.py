@@ -229,13 +229,16 @@ def write_plan(cur: psycopg.Cursor[Any], scope: Scope, seq: int, plan: Plan) -> 
         cur.execute(
             f"INSERT INTO {table} (id, {owner}, {', '.join(columns)}, last_seq) "
             f"SELECT s.id, {placeholders}, {', '.join('s.' + c for c in columns)}, %s "
-            f"FROM {source}{guard} ORDER BY s.external_id, s.id ON CONFLICT DO NOTHING",
+            f"FROM {source}{guard} ORDER BY s.external_id, s.id",
             (*owner_values, seq, rows, *guard_values),
         )
+        # A key a concurrent writer took since the rows were read fails the statement (a unique violation: planned
+        # again, `apply_records`). No ON CONFLICT clause: its speculative insertion checks every unique index
+        # before each row and confirms each row apart, a third of the statement's time.
         if cur.rowcount != len(plan.creates):
             if table == "customers" and cur.rowcount == 0 and not _business_row(cur, scope.business_id):
                 raise not_found("business")
-            raise Contended(f"{len(plan.creates) - cur.rowcount} inserts lost to a concurrent writer")
+            raise Contended(f"{cur.rowcount} of {len(plan.creates)} rows inserted")
     if plan.touches:
         cur.execute(f"UPDATE {table} SET last_seq = %s WHERE id = ANY(%s) AND last_seq < %s", (seq, plan.touches, seq))
 
