@@ -70,16 +70,24 @@ def _keys(
     return id_list, xids, emails
 
 
-def _probe(table: str, scope_column: str, key: str, column: str) -> str:
-    """The ids of the rows of the scope whose `column` is one of the values in the parameter `key`."""
+def _probe(table: str, scope_column: str, key: str, column: str, *, also: str = "", unless: str = "") -> str:
+    """The ids of the rows of the scope whose `column` is one of the values in the parameter `key` (and `also`, a
+    column of theirs); `unless`: a condition on a value (`k.v`) that spares its lookup."""
+    keys = f"unnest(%({key})s::text[], array_fill(%(scope)s::text, ARRAY[%(n_{key})s::int])) AS k(v, s)"
+    if unless:
+        keys = f"(SELECT * FROM {keys} WHERE NOT ({unless}) OFFSET 0) AS k"
+    extra = f", {also}" if also else ""
+    picked = f", p.{also.rsplit(' ', 1)[-1]}" if also else ""
     return (
-        f"SELECT p.id FROM unnest(%({key})s::text[], array_fill(%(scope)s::text, ARRAY[%(n_{key})s::int])) AS k(v, s)"
-        f" CROSS JOIN LATERAL (SELECT id FROM {table} WHERE {scope_column} = k.s AND {column} = k.v OFFSET 0) AS p"
+        f"SELECT p.id{picked} FROM {keys}"
+        f" CROSS JOIN LATERAL (SELECT id{extra} FROM {table} WHERE {scope_column} = k.s AND {column} = k.v OFFSET 0)"
+        " AS p"
     )
 
 
-def _load(table: str, columns: str, probes: tuple[str, ...], *, lock: bool) -> str:
+def _load(table: str, columns: str, probes: tuple[str, ...], *, lock: bool, known: tuple[str, ...] = ()) -> str:
     """Read the rows the probes find, in id order, each looked up by its own index probe; `lock`: lock them too.
+    `known`: probes whose rows the others may refer to as `known` (with `WITH known AS (…)`).
 
     Written so that the planner has no other plan to choose, whatever its statistics say. Each key is looked up by
     a lateral subquery of its own (OFFSET 0 keeps it from being merged into a join, which could run as a hash join
@@ -91,10 +99,14 @@ def _load(table: str, columns: str, probes: tuple[str, ...], *, lock: bool) -> s
     order, so that overlapping chunks cannot deadlock. (Unlocked, that read needs its own OFFSET 0: the FOR UPDATE
     is what keeps the planner from turning it into a join over the whole table.)
     """
+    prefix = ""
+    if known:
+        prefix = f"WITH known AS MATERIALIZED ({' UNION ALL '.join(known)}) "
+        probes = ("SELECT id FROM known", *probes)
     found = " UNION ALL ".join(probes)
     row = f"SELECT {columns} FROM {table} WHERE id = f.id" + (" FOR UPDATE" if lock else " OFFSET 0")
     return (
-        f"SELECT r.* FROM (SELECT id FROM ({found}) AS found GROUP BY id ORDER BY id OFFSET 0) AS f"
+        f"{prefix}SELECT r.* FROM (SELECT id FROM ({found}) AS found GROUP BY id ORDER BY id OFFSET 0) AS f"
         f" CROSS JOIN LATERAL ({row}) AS r"
     )
 
@@ -103,21 +115,37 @@ _COLUMNS = {
     "businesses": "id, external_id, name, metadata::text, last_seq",
     "customers": "id, external_id, email_address, phone_number, full_name, metadata::text, last_seq",
 }
-_PROBES = {
-    "businesses": (
-        _probe("businesses", "partner_id", "ids", "id"),
-        _probe("businesses", "partner_id", "xids", "external_id"),
-    ),
-    "customers": (
-        _probe("customers", "business_id", "ids", "id"),
-        _probe("customers", "business_id", "xids", "external_id"),
-        _probe("customers", "business_id", "emails", "lower(email_address)"),
-    ),
-}
-# (kind, lock) -> the statement loading the rows a list of records names.
+# A customer found by its id or external_id whose email address a record names too is the only one that can hold
+# it (it is unique in the business): that address is not looked up again. A replace of a customer under the same
+# external_id and email address, the common case, takes one index probe instead of two.
+_KNOWN = "lower(email_address) AS email"
 _LOAD = {
-    (kind, lock): _load(kind, _COLUMNS[kind], _PROBES[kind], lock=lock)
-    for kind in ("businesses", "customers")
+    ("businesses", lock): _load(
+        "businesses",
+        _COLUMNS["businesses"],
+        (_probe("businesses", "partner_id", "ids", "id"), _probe("businesses", "partner_id", "xids", "external_id")),
+        lock=lock,
+    )
+    for lock in (True, False)
+} | {
+    ("customers", lock): _load(
+        "customers",
+        _COLUMNS["customers"],
+        (
+            _probe(
+                "customers",
+                "business_id",
+                "emails",
+                "lower(email_address)",
+                unless="k.v IN (SELECT email FROM known WHERE email IS NOT NULL)",
+            ),
+        ),
+        lock=lock,
+        known=(
+            _probe("customers", "business_id", "ids", "id", also=_KNOWN),
+            _probe("customers", "business_id", "xids", "external_id", also=_KNOWN),
+        ),
+    )
     for lock in (True, False)
 }
 

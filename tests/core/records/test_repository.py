@@ -222,3 +222,23 @@ def test_the_services_statements_are_never_compiled_by_jit(session: Session) -> 
     explained = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + _LOAD["customers", True], params).fetchone()
     assert explained is not None
     assert "JIT" not in explained[0][0]
+
+
+@pytest.mark.parametrize("lock", [True, False], ids=["locked", "dry_run"])
+def test_an_email_held_by_another_customer_than_the_one_named_is_still_found(session: Session, lock: bool) -> None:
+    """An email address is not looked up again when the customer named by id or external_id holds it; held by
+    another customer, that one is loaded too (the rules then find the conflict)."""
+    partner = make_partner("emails")
+    business = _business(session, partner.partner_id, "emails")
+    _customers(session, partner.partner_id, business, 3)  # c-1 holds c1@example.com, c-2 holds c2@example.com
+    scope = Scope("customers", partner.partner_id, business)
+    cur = driver_connection(session).cursor()
+
+    def loaded(record: dict[str, Any]) -> list[str]:
+        rows = load_rows(cur, scope, [(0, parse_record("customers", record))], lock=lock)
+        return [row["external_id"] for row in rows]
+
+    assert loaded({"external_id": "c-1", "email_address": "C1@example.com"}) == ["c-1"]
+    assert sorted(loaded({"external_id": "c-1", "email_address": "c2@example.com"})) == ["c-1", "c-2"]
+    assert sorted(loaded({"id": f"{business}_cus_3", "email_address": "c2@example.com"})) == ["c-2", "c-3"]
+    assert loaded({"external_id": "new", "email_address": "c3@example.com"}) == ["c-3"]
