@@ -208,9 +208,9 @@ def _spare_redis_db() -> str:
 # ---------------------------------------------------------------------------------------------------------------
 # The ceilings: COPY into a temporary table, then INSERT … SELECT … ON CONFLICT DO UPDATE, into two tables
 
-# What the sync rules need and nothing else: the customers table's columns and types (LIKE copies no foreign key
-# and no index), a primary key, the two unique keys. The service's own table adds two foreign keys, checked row by
-# row, and a third index (business_id, id).
+# What the sync rules need and nothing else: the customers table's columns and types (LIKE copies no index), a
+# primary key, the two unique keys. The service's own table adds a third index, (business_id, id), for the list of a
+# business's customers (its two foreign keys, checked row by row, went with migration 0007).
 RULES_TABLE = "ceiling_rules"
 RULES_TABLE_DDL = (
     f"CREATE TABLE {RULES_TABLE} (LIKE customers INCLUDING DEFAULTS)",
@@ -279,7 +279,7 @@ def ceiling_upsert(
 
 
 def _ceiling_business(conninfo: str, name: str) -> tuple[str, str]:
-    """A partner and a business of their own for a ceiling's rows (the own table's foreign keys need them)."""
+    """A partner and a business of their own for a ceiling's rows, as the service's own rows have."""
     from core import ids
 
     partner_id, business_id = ids.new_id(ids.PARTNER), ids.new_id(ids.BUSINESS)

@@ -12,8 +12,8 @@ On a scratch database and the real processes, as `make bench`:
    replace, each twice (`--scale-repeats`; medians), and single sync (8 clients, 5 s).
 
 The table grows by set-based inserts (`generate_series`) straight into `customers`, for filler businesses of
-100 000 customers each of one filler partner, in transactions of 500 000 rows, foreign keys not checked
-(`session_replication_role = replica`: the fillers' business and partner exist), then `VACUUM ANALYZE` and a
+100 000 customers each of one filler partner, in transactions of 500 000 rows (triggers off,
+`session_replication_role = replica`: the fillers' business and partner exist), then `VACUUM ANALYZE` and a
 `CHECKPOINT`, so neither the vacuum the rows call for nor their checkpoint falls inside a measurement. Filler ids
 sort before every id the service makes (as older rows would): the measured business is new, at the right edge of
 each index, as a new business of a grown service is.
@@ -78,7 +78,7 @@ def fill(conninfo: str, *, first: int, rows: int, quiet: bool) -> float:
         conn.execute("SET synchronous_commit = off")
         try:
             conn.execute("SET session_replication_role = replica")
-        except psycopg.errors.InsufficientPrivilege:  # not a superuser: the foreign keys are checked, slower
+        except psycopg.errors.InsufficientPrivilege:  # not a superuser: triggers run, as they would anyway
             pass
         conn.execute("INSERT INTO partners (id, name) VALUES (%s, 'filler') ON CONFLICT DO NOTHING", (FILLER_PARTNER,))
         last = first + rows - 1
