@@ -1,7 +1,7 @@
 # Developer shortcuts, run with the project's virtualenv (override with PYTHON=...).
 PYTHON ?= .venv/bin/python
 
-.PHONY: bench bench-scale chaos abuse console-bench console-screenshots lock
+.PHONY: bench bench-scale bench-hotpath chaos abuse console-bench console-screenshots lock
 
 # The performance benchmark (benchmarks/bench.py, about 3 minutes): the service end to end beside PostgreSQL's own
 # ceilings, single sync beside a bare FastAPI + psycopg peer, and during another business's batch (docs/performance.md).
@@ -13,6 +13,10 @@ bench:
 MAX_ROWS ?= 5000000
 bench-scale:
 	$(PYTHON) -m benchmarks.bench --scale --max-rows $(MAX_ROWS)
+
+# The pieces of a chunk's work one at a time, each beside what it replaced (benchmarks/hotpath.py, about 30 s).
+bench-hotpath:
+	$(PYTHON) -m benchmarks.hotpath
 
 # The chaos drill: a 30 000-record job through pfsync api/worker/scheduler on a scratch PostgreSQL and Redis while
 # workers are killed, Redis is flushed and restarted and PostgreSQL restarts (docs/reliability.md).
