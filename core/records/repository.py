@@ -14,6 +14,7 @@ import random
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -219,7 +220,8 @@ def _source(scope: Scope, rows: list[Row]) -> tuple[str, str]:
     columns = WRITABLE[scope.kind]
     # `metadata` is the last column of both kinds: a JSON value; the others are text.
     fields = [f"r ->> {i}" for i in range(len(columns))] + [f"r -> {len(columns)}"]
-    document = orjson.dumps([[row["id"], *(row[c] for c in columns)] for row in rows]).decode()
+    row_values = itemgetter("id", *columns)  # a tuple, which orjson writes as an array
+    document = orjson.dumps([row_values(row) for row in rows]).decode()
     return (
         f"(SELECT {', '.join(fields)} FROM jsonb_array_elements(%s::jsonb) AS r) AS s(id, {', '.join(columns)})",
         document,
