@@ -145,9 +145,8 @@ async def login_form(request: Request, next: str | None = None) -> Response:  # 
 
 
 def _sign_in(username: str, password: str) -> SignedIn | SignInRefused:
-    # Committed either way: a failure's count must stick.
-    with session_scope() as session:
-        return sign_in(session, username=username, password=password)
+    # Each of its transactions committed on its own: a failure's count must stick.
+    return sign_in(session_scope, username=username, password=password)
 
 
 @router.post("/login")
@@ -166,6 +165,15 @@ async def login(request: Request) -> Response:
         response.headers.append("Set-Cookie", session_cookie(request, result.token, max_age))
         return response
     context = {"me": None, "next": target, "username": username}
+    if result.busy:
+        log.warning("console sign-in refused: as many password checks running as allowed")
+        return render(
+            request,
+            "login.html",
+            {**context, "error": "Too many sign-ins at once: try again in a second."},
+            status=429,
+            headers={"Retry-After": str(result.retry_after)},
+        )
     if result.locked:
         log.warning("console sign-in refused: too many failures", extra={"username": username[:64]})
         error = f"Too many failed sign-ins for this username: try again in {result.retry_after} s."

@@ -33,15 +33,14 @@ def list_operators(session: Session) -> list[Operator]:
 def operator_for_sign_in(
     session: Session, *, username: str, max_failures: int, lockout_seconds: int
 ) -> Row[Any] | None:
-    """(id, username, role, password_hash, locked, retry_after) of the operator, its row locked for the
-    transaction so that one username's sign-ins are checked one at a time; `locked` while too many failures in a
-    row are recent, `retry_after` the seconds until that ends. None for an unknown username."""
+    """(id, username, role, password_hash, locked, retry_after) of the operator; `locked` while too many failures
+    in a row are recent, `retry_after` the seconds until that ends. None for an unknown username."""
     return session.execute(
         text(
             "SELECT id, username, role, password_hash, "
             "  failed_logins >= :max AND last_failed_login_at > now() - make_interval(secs => :lock) AS locked, "
             "  ceil(extract(epoch FROM last_failed_login_at + make_interval(secs => :lock) - now())) AS retry_after "
-            "FROM operators WHERE username = :u FOR UPDATE"
+            "FROM operators WHERE username = :u"
         ),
         {"u": username, "max": max_failures, "lock": lockout_seconds},
     ).one_or_none()

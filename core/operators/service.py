@@ -12,6 +12,9 @@ import hashlib
 import hmac
 import re
 import secrets
+import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -37,6 +40,8 @@ USERNAME_RULE = "1 to 64 letters, digits and . _ @ -, starting with a letter or 
 _MAX_TOKEN_LENGTH = 128
 # Checked when the username is unknown, so that the time a sign-in takes does not tell which usernames exist.
 _dummy_hash: str | None = None
+# The password checks a process runs at once (`sign_in`).
+_password_checks = threading.BoundedSemaphore(settings.console_password_checks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,10 +78,12 @@ class SignedIn:
 
 @dataclass(frozen=True, slots=True)
 class SignInRefused:
-    """A refused sign-in: wrong credentials, or a username locked out for `retry_after` seconds."""
+    """A refused sign-in: wrong credentials, a username locked out for `retry_after` seconds, or (`busy`) as many
+    password checks running in this process as it allows (try again in `retry_after` seconds)."""
 
     locked: bool
     retry_after: int = 0
+    busy: bool = False
 
 
 def valid_username(username: str) -> bool:
@@ -106,44 +113,61 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def sign_in(session: Session, *, username: str, password: str) -> SignedIn | SignInRefused:
+Sessions = Callable[[], AbstractContextManager[Session]]
+
+
+def sign_in(sessions: Sessions, *, username: str, password: str) -> SignedIn | SignInRefused:
     """Check the credentials and open a session; or refuse, counting the failure.
 
     After `PFSYNC_CONSOLE_LOGIN_MAX_FAILURES` failures in a row, the username is refused without a password check
     until `PFSYNC_CONSOLE_LOGIN_LOCKOUT_SECONDS` after its last failure; each failure after that locks it again,
-    so guessing gets one try per lockout. The caller commits either way: a refusal's count must stick.
+    so guessing gets one try per lockout.
+
+    The operator is read in one transaction of `sessions` and the outcome recorded in another: no database
+    connection is held while the password is checked (a fifth of a second of scrypt), so a flood of sign-ins cannot
+    take the connections partners' requests need. Only `PFSYNC_CONSOLE_PASSWORD_CHECKS` checks run at once in a
+    process; a sign-in past them is refused at once as `busy`, without a check, so a flood costs at most that many
+    cores' worth of scrypt.
     """
     global _dummy_hash
     row = None
     if valid_username(username) and len(password) <= 1024:
-        row = repository.operator_for_sign_in(
-            session,
-            username=username,
-            max_failures=settings.console_login_max_failures,
-            lockout_seconds=settings.console_login_lockout_seconds,
-        )
+        with sessions() as session:
+            row = repository.operator_for_sign_in(
+                session,
+                username=username,
+                max_failures=settings.console_login_max_failures,
+                lockout_seconds=settings.console_login_lockout_seconds,
+            )
     if row is not None and row.locked:
         return SignInRefused(locked=True, retry_after=max(1, int(row.retry_after or 1)))
-    if row is None:
-        if _dummy_hash is None:
-            _dummy_hash = passwords.hash_password(secrets.token_urlsafe(18))
-        passwords.verify_password(password, _dummy_hash)
-        return SignInRefused(locked=False)
-    if not passwords.verify_password(password, row.password_hash):
-        repository.record_failed_sign_in(session, operator_id=row.id)
-        return SignInRefused(locked=False)
-    repository.clear_failed_sign_ins(session, operator_id=row.id)
-    repository.delete_expired_sessions(session)
-    token = secrets.token_urlsafe(32)
-    csrf_token = secrets.token_urlsafe(32)
-    session_id = hash_token(token)
-    repository.insert_session(
-        session,
-        session_id=session_id,
-        operator_id=row.id,
-        csrf_token=csrf_token,
-        lifetime_seconds=settings.console_session_hours * 3600,
-    )
+    if not _password_checks.acquire(blocking=False):
+        return SignInRefused(locked=False, busy=True, retry_after=1)
+    try:
+        if row is None:
+            if _dummy_hash is None:
+                _dummy_hash = passwords.hash_password(secrets.token_urlsafe(18))
+            passwords.verify_password(password, _dummy_hash)
+            return SignInRefused(locked=False)
+        matches = passwords.verify_password(password, row.password_hash)
+    finally:
+        _password_checks.release()
+    with sessions() as session:
+        if not matches:
+            repository.record_failed_sign_in(session, operator_id=row.id)
+            return SignInRefused(locked=False)
+        repository.clear_failed_sign_ins(session, operator_id=row.id)
+        repository.delete_expired_sessions(session)
+        token = secrets.token_urlsafe(32)
+        csrf_token = secrets.token_urlsafe(32)
+        session_id = hash_token(token)
+        repository.insert_session(
+            session,
+            session_id=session_id,
+            operator_id=row.id,
+            csrf_token=csrf_token,
+            lifetime_seconds=settings.console_session_hours * 3600,
+        )
     return SignedIn(token, OperatorSession(session_id, row.id, row.username, row.role, csrf_token))
 
 

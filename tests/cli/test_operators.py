@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from contextlib import nullcontext
 
 from core.db import session_scope
 from core.operators.service import SignedIn, sign_in
@@ -21,7 +22,7 @@ def test_operator_create_json_prints_a_password_that_signs_in() -> None:
     assert created["username"] == username
     assert created["role"] == "admin"
     with session_scope() as session:
-        signed = sign_in(session, username=username, password=created["password"])
+        signed = sign_in(lambda: nullcontext(session), username=username, password=created["password"])
         assert isinstance(signed, SignedIn)
         assert signed.session.role == "admin"
 

@@ -3,6 +3,11 @@ partner keys and operator accounts never opening each other's doors, CSRF, roles
 
 from __future__ import annotations
 
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
 import httpx
 import orjson
 
@@ -265,3 +270,37 @@ def test_hostile_requests_to_every_console_route_are_4xx_never_5xx(console: Cons
                     for body in bodies if endpoint.method == "POST" else [{}]:
                         response = client.request(endpoint.method, url + query, **body)  # type: ignore[arg-type]
                         assert response.status_code < 500, (endpoint, query, body, response.text[:300])
+
+
+def test_a_flood_of_sign_ins_costs_partners_neither_connections_nor_time(console: Console, partner: PartnerKey) -> None:
+    """Unauthenticated clients posting the form as fast as they can (unknown usernames and a real one, wrong
+    passwords) take no connection from the partners' pool: password checks run past the database and only one at
+    a time; the others are refused at once with 429. A partner's requests meanwhile all answer, and answer fast."""
+    known = make_operator("viewer")
+    stop = threading.Event()
+    statuses: list[int] = []
+
+    def flood(n: int) -> None:
+        with httpx.Client(base_url=console.url, timeout=30) as client:
+            while not stop.is_set():
+                username = known.username if n % 3 == 0 else f"nobody-{uuid.uuid4().hex[:8]}"
+                form = {"username": username, "password": "wrong"}
+                statuses.append(client.post("/console/login", data=form, headers={"Origin": console.url}).status_code)
+
+    partner_times: list[float] = []
+    with ThreadPoolExecutor(24) as pool, partner_client(console, partner) as client:
+        for n in range(24):
+            pool.submit(flood, n)
+        try:
+            time.sleep(0.5)
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline:
+                started = time.monotonic()
+                assert client.get("/businesses").status_code == 200
+                partner_times.append(time.monotonic() - started)
+        finally:
+            stop.set()
+    assert statuses
+    assert all(status in (401, 429) for status in statuses), sorted(set(statuses))
+    assert statuses.count(429) > statuses.count(401)  # most are refused before any check
+    assert max(partner_times) < 1.0, max(partner_times)

@@ -3,6 +3,8 @@ stored only as a hash, sign-in with a per-username throttle, sessions that end a
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session
@@ -11,6 +13,7 @@ from core.config import settings
 from core.errors import DomainError
 from core.operators import passwords
 from core.operators.service import (
+    Sessions,
     SignedIn,
     SignInRefused,
     create_operator,
@@ -22,8 +25,13 @@ from core.operators.service import (
 )
 
 
+def _within(session: Session) -> Sessions:
+    """Every transaction of a sign-in in the test's own (rolled back at the end)."""
+    return lambda: nullcontext(session)
+
+
 def _signed_in(session: Session, username: str, password: str) -> SignedIn:
-    result = sign_in(session, username=username, password=password)
+    result = sign_in(_within(session), username=username, password=password)
     assert isinstance(result, SignedIn), result
     return result
 
@@ -97,9 +105,9 @@ def test_an_expired_session_opens_nothing(session: Session) -> None:
 
 def test_wrong_credentials_are_refused_alike(session: Session) -> None:
     created = create_operator(session, username="careful")
-    assert sign_in(session, username="careful", password=created.password + "x") == SignInRefused(locked=False)
-    assert sign_in(session, username="nobody", password=created.password) == SignInRefused(locked=False)
-    assert sign_in(session, username="", password="") == SignInRefused(locked=False)
+    assert sign_in(_within(session), username="careful", password=created.password + "x") == SignInRefused(locked=False)
+    assert sign_in(_within(session), username="nobody", password=created.password) == SignInRefused(locked=False)
+    assert sign_in(_within(session), username="", password="") == SignInRefused(locked=False)
 
 
 def test_too_many_failures_in_a_row_lock_the_username_for_a_while(
@@ -110,8 +118,10 @@ def test_too_many_failures_in_a_row_lock_the_username_for_a_while(
     created = create_operator(session, username="guessed")
     other = create_operator(session, username="bystander")
     for _ in range(3):
-        assert sign_in(session, username="guessed", password="guess") == SignInRefused(locked=False)
-    refused = sign_in(session, username="guessed", password=created.password)  # even the right password
+        assert sign_in(_within(session), username="guessed", password="guess") == SignInRefused(locked=False)
+    refused = sign_in(
+        lambda: nullcontext(session), username="guessed", password=created.password
+    )  # even the right password
     assert isinstance(refused, SignInRefused)
     assert refused.locked
     assert 1 <= refused.retry_after <= 60
