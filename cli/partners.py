@@ -92,13 +92,18 @@ def run_key_list(*, partner_id: str, as_json: bool) -> int:
 def run_key_revoke(*, key_id: str) -> int:
     """Revoke the key. Once this returns, no write made with it is applied; within 1 s every request with it is
     refused, on every API process."""
+    from core.jobs.processing import cancel_jobs_of_key
+    from workers.publish import publish_chunks
+
     try:
         with session_scope() as session:
             key = service.revoke_key(session, key_id=key_id)
             revoked_at = rfc3339(key.revoked_at) if key.revoked_at else ""
+            to_publish = cancel_jobs_of_key(session, key_id=key_id)
     except DomainError as exc:
         raise CommandError(f"no API key {key_id}") from exc
-    console.print(f"Revoked [bold]{escape(key_id)}[/] at {revoked_at}.")
+    publish_chunks(to_publish)  # the jobs admitted in place of those cancelled (else the sweeper publishes them)
+    console.print(f"Revoked [bold]{escape(key_id)}[/] at {revoked_at}; the unfinished jobs it submitted are cancelled.")
     return 0
 
 

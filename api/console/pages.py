@@ -530,14 +530,17 @@ def revoke_key(request: Request, session: DbSession, action: AdminAction, key_id
     """Revoke a partner's API key (admin), as `pfsync key revoke` does."""
     with domain_errors():
         key = partners.revoke_key(session, key_id=key_id)
+    to_publish = processing.cancel_jobs_of_key(session, key_id=key_id)
     partner_id = key.partner_id
-    after_commit(
-        session,
-        lambda: log.info(
+
+    def done() -> None:
+        log.info(
             "API key revoked by an operator",
             extra={"operator": action.operator.username, "key_id": key_id, "partner_id": partner_id},
-        ),
-    )
+        )
+        publish_chunks(to_publish)
+
+    after_commit(session, done)
     return _redirect(f"{console_base(request)}/partners/{partner_id}?notice=revoked")
 
 

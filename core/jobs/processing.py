@@ -37,6 +37,7 @@ from core.jobs.schemas import FINISHED
 from core.jobs.service import get_job
 from core.jobs.status import ChunkState
 from core.models import SyncJob
+from core.partners.repository import hold_live_key
 from core.records.repository import apply_isolating, read_rows
 from core.records.rules import CANCELLED, FAILED, NamedKeys, Payload, RecordOutcome, Row, Scope, preview
 from core.records.schemas import WRITABLE, parse_record
@@ -206,6 +207,11 @@ def process_chunk(session: Session, *, job_id: str, chunk_no: int, claim: Callab
     # Read afresh: its counters (and a cancel) may have moved since this session last saw it.
     job = session.get(SyncJob, job_id, populate_existing=True)
     assert job is not None
+    if job.api_key_id is not None and not job.dry_run and not hold_live_key(session, key_id=job.api_key_id):
+        # Revoked (`cancel_jobs_of_key` cancelled the job as it did). Held live, the key's revocation waits for
+        # this chunk's transaction: no chunk of a job is applied once its key's revocation has returned.
+        repository.request_cancel(session, job_id=job_id)
+        session.refresh(job)
     # From here the worker's log lines also name the partner and the request that submitted the job.
     with logs.bound(partner_id=job.partner_id, request_id=job.request_id):
         if attempts > settings.max_chunk_attempts:
@@ -308,3 +314,20 @@ def cancel_job(session: Session, *, partner_id: str, job_id: str) -> tuple[SyncJ
             to_publish += done.to_publish
     session.expire(job)
     return get_job(session, partner_id=partner_id, job_id=job_id), to_publish
+
+
+def cancel_jobs_of_key(session: Session, *, key_id: str) -> list[ChunkKey]:
+    """Cancel every unfinished job a key submitted (`cancel_job`), in the transaction that revokes it: SPEC §8, no
+    write made with a key is applied once its revocation has returned, a batch's included. Chunks being processed
+    now hold the key (`process_chunk`), so the revocation waits for them; every later one finds its job cancelled.
+    Returns the chunks to publish once the transaction commits (jobs of the partner admitted in their place)."""
+    to_publish: list[ChunkKey] = []
+    for job_id, partner_id in repository.unfinished_jobs_of_key(session, key_id=key_id):
+        try:
+            _, published = cancel_job(session, partner_id=partner_id, job_id=job_id)
+        except DomainError as exc:
+            if exc.code != "job_finished":  # it ended meanwhile
+                raise
+            continue
+        to_publish += published
+    return to_publish

@@ -109,6 +109,17 @@ def add_outcomes(session: Session, *, job_id: str, counts: Mapping[str, int], ab
     ).one()
 
 
+def unfinished_jobs_of_key(session: Session, *, key_id: str) -> list[tuple[str, str]]:
+    """(id, partner_id) of the jobs a key submitted that have not ended, oldest first."""
+    rows = session.execute(
+        text(
+            "SELECT id, partner_id FROM sync_jobs WHERE api_key_id = :k AND status IN (:queued, :running) ORDER BY id"
+        ),
+        {"k": key_id, "queued": JobStatus.QUEUED.value, "running": JobStatus.RUNNING.value},
+    )
+    return [(row.id, row.partner_id) for row in rows]
+
+
 def request_cancel(session: Session, *, job_id: str) -> None:
     session.execute(
         text(

@@ -16,8 +16,9 @@ import orjson
 import psycopg
 import pytest
 
+from core.jobs.status import FINISHED
 from tests.conftest import DATABASE_URL, PartnerKey, make_partner
-from tests.e2e.conftest import PFSYNC, api_process
+from tests.e2e.conftest import PFSYNC, api_process, wait_for
 
 
 def pfsync(*args: str) -> subprocess.CompletedProcess[str]:
@@ -126,6 +127,44 @@ def test_a_revoked_key_writes_nothing_once_revoked_and_is_refused_everywhere_wit
             client.close()
     keys: list[dict[str, Any]] = orjson.loads(pfsync("key", "list", partner.partner_id, "--json").stdout)
     assert [k["revoked_at"] is not None for k in keys] == [k["id"] == partner.key_id for k in keys]
+
+
+@pytest.mark.usefixtures("worker")
+def test_a_revoked_key_stops_the_batches_it_submitted(two_apis: list[str]) -> None:
+    """A batch accepted before its key was revoked applies nothing once the revocation has returned: the job ends
+    `cancelled`, every record either applied before the revocation or `cancelled`."""
+    partner = make_partner("revoked-batch")
+    spare = orjson.loads(pfsync("key", "create", partner.partner_id, "--json").stdout)
+    with httpx.Client(base_url=two_apis[0], auth=(partner.key_id, partner.secret), timeout=30) as client:
+        business = client.post("/sync/businesses", json={"external_id": "b", "name": "B"}).json()["id"]
+        lines = (orjson.dumps({"external_id": f"c{i}", "full_name": f"C {i}"}) for i in range(30_000))
+        accepted = client.post(
+            f"/sync/businesses/{business}/customers/batch",
+            content=b"\n".join(lines),
+            headers={"Content-Type": "application/x-ndjson"},
+        )
+    assert accepted.status_code == 202, accepted.text
+    revoked = pfsync("key", "revoke", partner.key_id)
+    assert revoked.returncode == 0, revoked.stderr
+    with httpx.Client(base_url=two_apis[1], auth=(spare["key_id"], spare["secret"]), timeout=30) as client:
+
+        def ended() -> dict[str, Any] | None:
+            job: dict[str, Any] = client.get(f"/jobs/{accepted.json()['id']}").json()
+            return job if job["status"] in FINISHED else None
+
+        job = wait_for(ended, timeout=60, what="the job to end")
+    assert job["status"] == "cancelled", job
+    assert job["counts"]["cancelled"] > 0
+    assert job["counts"]["created"] + job["counts"]["cancelled"] == 30_000
+    with psycopg.connect(DATABASE_URL) as conn:
+        found = conn.execute("SELECT revoked_at FROM api_keys WHERE id = %s", (partner.key_id,)).fetchone()
+        assert found is not None
+        revoked_at = found[0]
+        row = conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE created_at > %s) FROM customers WHERE business_id = %s",
+            (revoked_at, business),
+        ).fetchone()
+    assert row == (job["counts"]["created"], 0)
 
 
 def _key_row(key_id: str) -> tuple[Any, str]:
