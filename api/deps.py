@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from api import ratelimit
 from core import logs
 from core.db import commit, new_session, roll_back, session_scope
-from core.errors import DomainError
+from core.errors import DomainError, FieldError
 from core.partners import budgets
 from core.partners.service import Caller, authenticate, cached_caller
 
@@ -89,3 +89,28 @@ def _authenticate(key_id: str, secret: str) -> Caller | None:
 
 
 PartnerId = Annotated[str, Depends(current_partner)]
+
+
+def _dry_run_spellings(request: Request) -> set[str]:
+    """The query parameters that look like `dry_run` however they are spelled (`dryRun`, `DRY-RUN`, …)."""
+    return {name for name in request.query_params if name.replace("-", "").replace("_", "").lower() == "dryrun"}
+
+
+def one_dry_run(request: Request) -> None:
+    """422 for a dry run asked ambiguously, so that a write meant as a preview is never applied: `dry_run` given
+    more than once (`?dry_run=true&dry_run=false`), or spelled otherwise (`?dryRun=true`)."""
+    for name in sorted(_dry_run_spellings(request) - {"dry_run"}):
+        error = FieldError("unknown_parameter", "unknown query parameter; the dry run's is dry_run", name)
+        raise DomainError("validation_error", f"{name}: {error.message}.", 422, [error])
+    if len(request.query_params.getlist("dry_run")) > 1:
+        error = FieldError("invalid_parameter", "given more than once; give it once", "dry_run")
+        raise DomainError("validation_error", f"dry_run: {error.message}.", 422, [error])
+
+
+def no_dry_run(request: Request) -> None:
+    """422 for a dry run asked of an endpoint that has none (the legacy ones), rather than a real write."""
+    for name in sorted(_dry_run_spellings(request)):
+        error = FieldError(
+            "unknown_parameter", "the legacy endpoints have no dry run; POST /sync/… with ?dry_run=true has", name
+        )
+        raise DomainError("validation_error", f"{name}: {error.message}.", 422, [error])

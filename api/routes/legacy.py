@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.body import Body, SpooledBody, batch_upload, parse_json_object, require_json
-from api.deps import DbSession, PartnerId
+from api.deps import DbSession, PartnerId, no_dry_run
 from api.idempotency import idempotent
 from api.openapi import ok, request_body
 from api.responses import json_response
@@ -64,7 +64,7 @@ class LegacyRoute(APIRoute):
         return deprecated
 
 
-router = APIRouter(tags=["legacy"], deprecated=True, route_class=LegacyRoute)
+router = APIRouter(tags=["legacy"], deprecated=True, route_class=LegacyRoute, dependencies=[Depends(no_dry_run)])
 
 LEGACY_RESPONSES: dict[int | str, dict[str, object]] = {
     404: {"description": "No such business or customer"},

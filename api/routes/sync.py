@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
 from api.body import Body, parse_json_object
-from api.deps import DbSession, PartnerId
+from api.deps import DbSession, PartnerId, one_dry_run
 from api.idempotency import idempotent
 from api.openapi import either, ok, request_body
 from api.responses import json_response
@@ -16,7 +16,7 @@ from core.db import commit
 from core.records.rules import Scope
 from core.records.service import require_business, sync_one
 
-router = APIRouter(tags=["sync"])
+router = APIRouter(tags=["sync"], dependencies=[Depends(one_dry_run)])
 
 SYNC_RESPONSES: dict[int | str, dict[str, object]] = {
     404: {"description": "No such record (by `id`) or business"},

@@ -174,3 +174,37 @@ def test_dry_run_must_be_a_boolean(client: TestClient) -> None:
     body = assert_problem(answer, 422, "validation_error")
     assert body["errors"][0]["code"] == "invalid_parameter"
     assert body["errors"][0]["path"] == "dry_run"
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "dry_run=true&dry_run=false",
+        "dry_run=false&dry_run=true",
+        "dryRun=true",
+        "DRY_RUN=true",
+        "dry-run=true",
+    ],
+)
+def test_a_dry_run_asked_ambiguously_is_refused_and_writes_nothing(
+    client: TestClient, partner: PartnerKey, query: str
+) -> None:
+    """A preview must never turn into a write: a repeated or misspelled `dry_run` is a 422, on the sync endpoints
+    as on the job list."""
+    before, seq = rows(partner.partner_id), write_seq()
+    body = assert_problem(client.post(f"/sync/businesses?{query}", json={"name": "N"}), 422, "validation_error")
+    assert body["errors"][0]["path"] == query.split("=")[0]
+    assert rows(partner.partner_id) == before
+    assert write_seq() == seq
+    assert_problem(client.get(f"/jobs?{query}"), 422, "validation_error")
+
+
+@pytest.mark.parametrize("query", ["dry_run=true", "dryRun=1"])
+def test_the_legacy_endpoints_refuse_a_dry_run_rather_than_write(
+    client: TestClient, partner: PartnerKey, query: str
+) -> None:
+    before, seq = rows(partner.partner_id), write_seq()
+    body = assert_problem(client.post(f"/businesses?{query}", json={"name": "N"}), 422, "validation_error")
+    assert "/sync/" in body["errors"][0]["message"]
+    assert rows(partner.partner_id) == before
+    assert write_seq() == seq
