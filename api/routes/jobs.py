@@ -146,13 +146,40 @@ def job_results(
     )
 
 
+_OFFERED = ("application/json", NDJSON, CSV)
+
+
+def _quality(media_range: str) -> tuple[str, float]:
+    """A media range of an Accept header and its weight (`q`, 1 unless given; 0 for a weight that is not one)."""
+    media, *params = (part.strip() for part in media_range.split(";"))
+    weight = 1.0
+    for param in params:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "q":
+            try:
+                weight = min(max(float(value), 0.0), 1.0)
+            except ValueError:
+                weight = 0.0
+    return media.lower(), weight
+
+
 def _streamed_format(accept: str) -> str | None:
-    """NDJSON or CSV if the Accept header names one of them (the first it names), else None: JSON pages."""
-    for media_range in accept.split(","):
-        media = media_range.split(";", 1)[0].strip().lower()
-        if media in (NDJSON, CSV):
-            return media
-    return None
+    """NDJSON or CSV if the Accept header prefers one of them to JSON, else None: JSON pages (RFC 9110 §12.5.1:
+    each format takes the weight of the most specific range naming it; the highest weight wins, the one named first
+    among equals; `q=0` is "not this")."""
+    ranges = [_quality(media_range) for media_range in accept.split(",") if media_range.strip()]
+    best: tuple[float, int, str] | None = None
+    for offered in _OFFERED:
+        # Most specific first: the exact type, then its kind (`text/*`), then anything.
+        patterns = (offered, offered.split("/", 1)[0] + "/*", "*/*")
+        named = [(patterns.index(media), position, weight) for position, (media, weight) in enumerate(ranges)
+                 if media in patterns]  # fmt: skip
+        if not named:
+            continue
+        _, position, weight = min(named)
+        if weight > 0 and (best is None or (weight, -position) > (best[0], -best[1])):
+            best = (weight, position, offered)
+    return best[2] if best is not None and best[2] != "application/json" else None
 
 
 def _streamed_results(

@@ -105,6 +105,28 @@ def test_results_as_csv_read_back_exactly_with_hostile_values(client: Any, busin
 
 
 @pytest.mark.usefixtures("worker")
+@pytest.mark.parametrize(
+    ("accept", "answered"),
+    [
+        ("text/csv", "text/csv"),
+        ("application/json, text/csv", "application/json"),  # equal weights: the first named
+        ("text/csv;q=0, application/json", "application/json"),  # q=0 is "not this"
+        ("application/json;q=0.5, text/csv", "text/csv"),
+        ("application/x-ndjson;q=0.9, */*;q=0.1", "application/x-ndjson"),
+        ("text/*", "text/csv"),
+        ("*/*", "application/json"),
+    ],
+)
+def test_results_come_in_the_format_the_accept_header_prefers(
+    client: Any, business: dict[str, Any], accept: str, answered: str
+) -> None:
+    job = submit(client, batch_url(business["id"]), [{"external_id": "a"}, {"external_id": "b"}])
+    response = client.get(f"/jobs/{job['id']}/results", headers={"Accept": accept})
+    assert response.status_code == 200
+    assert response.headers["content-type"].split(";")[0] == answered
+
+
+@pytest.mark.usefixtures("worker")
 def test_results_found_by_external_id_in_every_format(
     client: Any, business: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
