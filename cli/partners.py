@@ -7,7 +7,7 @@ import sys
 
 import orjson
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 
 from cli.output import CommandError, UsageError, console
 from core.db import session_scope
@@ -150,7 +150,15 @@ def _show_rows(rows: list[dict[str, str | None]], columns: tuple[str, ...], as_j
     if as_json:
         sys.stdout.write(orjson.dumps(rows).decode() + "\n")
         return 0
-    table = Table(*columns)
+    # An id is shown whole, whatever the terminal's width (it is pasted into other commands): the others give way.
+    table = Table(
+        *(
+            Column(c, no_wrap=True, min_width=max(len(row[c] or "") for row in rows) if rows else None)
+            if c == "id" or c.endswith("_id")
+            else Column(c)
+            for c in columns
+        )
+    )
     for row in rows:
         table.add_row(*(escape(row[c] or "—") for c in columns))
     console.print(table)
