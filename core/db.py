@@ -42,8 +42,8 @@ def get_engine() -> Engine:
                 pool_pre_ping=True,
                 pool_recycle=1800,
                 # Short OLTP statements: parallel workers cost more to start than they save, on few cores; and
-                # JIT compilation, which PostgreSQL starts for any statement its planner estimates as costly, made
-                # a chunk's row load half again as slow on a table without statistics (`python -m
+                # JIT compilation, which PostgreSQL starts for any statement its planner estimates as costly, added
+                # from a few percent to half again to a chunk's row load on a table without statistics (`python -m
                 # benchmarks.hotpath`): a thousand single-row index probes, estimated as far more.
                 connect_args={
                     "connect_timeout": 5,

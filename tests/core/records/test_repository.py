@@ -211,8 +211,8 @@ def test_a_key_taken_by_a_concurrent_writer_is_planned_again_not_lost(session: S
 
 
 def test_the_services_statements_are_never_compiled_by_jit(session: Session) -> None:
-    """JIT compilation made a chunk's row load, whose cost the planner overestimates on a table without
-    statistics, half again as slow: the service's connections run without it, whatever the server's own setting."""
+    """JIT compilation slows a chunk's row load, whose cost the planner overestimates on a table without
+    statistics, by up to half again: the service's connections run without it, whatever the server's setting."""
     partner = make_partner("jit")
     business = _business(session, partner.partner_id, "jit")
     conn = driver_connection(session)
