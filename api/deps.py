@@ -24,8 +24,9 @@ async def get_session() -> AsyncIterator[Session]:
     """The request's session: committed when the route returns, before the response is sent.
 
     Opening a session does no I/O, so it happens in the request's task; ending one does (COMMIT, giving the
-    connection back), so that runs in the thread pool, unless the route committed already (the single-record
-    routes and `GET /jobs/{id}` do, in their own thread): every trip through the pool costs the request CPU.
+    connection back), so that runs in the thread pool, unless the route committed already (`GET /jobs/{id}` does,
+    in its own thread): every trip through the pool costs the request CPU. The single-record sync routes take no
+    session from here: they work on a connection of their own, or a session they end themselves (api/routes/sync.py).
     """
     session = new_session()
     try:

@@ -7,8 +7,10 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import orjson
+import psycopg
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
@@ -137,3 +139,24 @@ def new_session() -> Session:
     get_engine()
     assert _sessionmaker is not None
     return _sessionmaker()
+
+
+@contextmanager
+def autocommit_connection() -> Iterator[psycopg.Connection[Any]]:
+    """A connection of this process's pool as the driver's own, in autocommit mode, for work that opens and ends
+    its transactions in its own statements to spare round trips (the single-record sync). It goes back to the pool
+    with no transaction open (rolled back if one is) and out of autocommit mode; one that broke is dropped."""
+    pooled = get_engine().raw_connection()
+    conn = pooled.driver_connection
+    assert isinstance(conn, psycopg.Connection)
+    conn.autocommit = True
+    try:
+        yield conn
+    finally:
+        try:
+            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                conn.rollback()
+            conn.autocommit = False
+        except psycopg.Error:
+            pooled.invalidate()
+        pooled.close()

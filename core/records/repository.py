@@ -14,7 +14,7 @@ import random
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import psycopg
@@ -419,3 +419,172 @@ def stored_row(session: Session, *, kind: str, record_id: str) -> tuple[Any, ...
         c = cur.fetchone()
         assert c is not None
         return (*c[:6], orjson.loads(c[6]), *c[7:])
+
+
+# One record in a transaction of its own (the single-record sync routes): the whole sync in two round trips on a
+# connection in autocommit mode, each one statement string sent with the simple query protocol, its parameters
+# bound on the client (psycopg's `ClientCursor`). The first begins the transaction, takes the write sequence, holds
+# the API key live, checks the business and locks the rows the record names; the second writes the plan, reads the
+# stored record back through RETURNING, and commits. Pipeline mode would take as many round trips but far more of
+# the driver's Python; a savepoint is not needed, as a contended attempt rolls the whole transaction back.
+
+# What the API shows of a record, in `core.records.service`'s `_StoredBusiness` / `_StoredCustomer` order.
+VIEW_COLUMNS = {
+    "businesses": ("id", "external_id", "name", "metadata", "created_at", "updated_at"),
+    "customers": (
+        "id",
+        "business_id",
+        "external_id",
+        "email_address",
+        "phone_number",
+        "full_name",
+        "metadata",
+        "unsubscribed",
+        "created_at",
+        "updated_at",
+    ),
+}
+
+
+def _selected(columns: tuple[str, ...], alias: str = "") -> str:
+    return ", ".join(f"{alias}metadata::text" if c == "metadata" else alias + c for c in columns)
+
+
+# The checks of a single sync, in the order the routes answer them: its sequence (a new one unless it is a retry
+# that keeps its own), whether the API key is live (share-locked for the transaction, as `hold_live_key`) and
+# whether the partner has the business (customers).
+_SINGLE_CHECKS = (
+    "SELECT COALESCE(%(seq)s::bigint, nextval('write_seq')), "
+    "%(key)s::text IS NULL OR EXISTS (SELECT FROM api_keys WHERE id = %(key)s AND revoked_at IS NULL FOR SHARE), "
+    "%(business)s::text IS NULL OR EXISTS (SELECT FROM businesses WHERE id = %(business)s AND partner_id = %(partner)s)"
+)
+_SINGLE_PROBES = {
+    "businesses": ("id", "external_id"),
+    "customers": ("id", "external_id", "lower(email_address)"),
+}
+_SINGLE_SCOPE = {"businesses": "partner_id", "customers": "business_id"}
+# The rows one record names (by id, external_id, email address), locked in id order, with what the API shows of
+# them: a superseded or unchanged record is answered from here. Each key is one probe of a unique index.
+_SINGLE_LOAD = {
+    kind: (
+        f"SELECT {_selected(('last_seq', *VIEW_COLUMNS[kind]), 'r.')} FROM (SELECT id FROM ("
+        + " UNION ".join(
+            f"SELECT id FROM {kind} WHERE {_SINGLE_SCOPE[kind]} = %(scope)s AND {column} = %(k{i})s"
+            for i, column in enumerate(probes)
+        )
+        + ") AS found ORDER BY id OFFSET 0) AS f"
+        + f" CROSS JOIN LATERAL (SELECT * FROM {kind} WHERE id = f.id FOR UPDATE) AS r"
+    )
+    for kind, probes in _SINGLE_PROBES.items()
+}
+
+
+def _single_keys(scope: Scope, payload: Payload) -> dict[str, Any]:
+    keys = {"scope": scope.partner_id if scope.kind == "businesses" else scope.business_id}
+    keys["k0"], keys["k1"] = payload.id, payload.external_id
+    if scope.kind == "customers":
+        email = getattr(payload, "email_address", None)
+        keys["k2"] = email.lower() if email is not None else None
+    return keys
+
+
+class SingleStart(NamedTuple):
+    """What the first round trip of a single sync found."""
+
+    seq: int
+    key_live: bool
+    business_found: bool
+    # The rows the record names, as `load_rows` returns them plus what the API shows of them.
+    rows: list[Row]
+
+
+def start_single(
+    conn: psycopg.Connection[Any], *, scope: Scope, payload: Payload | None, seq: int | None, key_id: str | None
+) -> SingleStart:
+    """BEGIN, the write sequence (`seq` when given), the key and business checks and, for a payload, the rows it
+    names locked: one round trip. The connection must be in autocommit mode with no transaction open; the
+    transaction stays open (`finish_single`, or `roll_back_single`)."""
+    params: dict[str, Any] = {
+        "seq": seq,
+        "key": key_id,
+        "business": scope.business_id if scope.kind == "customers" else None,
+        "partner": scope.partner_id,
+    }
+    query = "BEGIN; " + _SINGLE_CHECKS
+    if payload is not None:
+        params |= _single_keys(scope, payload)
+        query += "; " + _SINGLE_LOAD[scope.kind]
+    with psycopg.ClientCursor(conn) as cur:
+        cur.execute(query, params)
+        cur.nextset()
+        checks = cur.fetchone()
+        assert checks is not None
+        rows: list[Row] = []
+        if payload is not None:
+            cur.nextset()
+            names = ("last_seq", *VIEW_COLUMNS[scope.kind])
+            for found in cur.fetchall():
+                row = dict(zip(names, found, strict=True))
+                row["metadata"] = orjson.loads(row["metadata"])
+                rows.append(row)
+    return SingleStart(int(checks[0]), bool(checks[1]), bool(checks[2]), rows)
+
+
+def _single_insert(kind: str) -> str:
+    owner = ("partner_id",) if kind == "businesses" else ("business_id", "partner_id")
+    columns = ("id", *owner, *WRITABLE[kind], "last_seq")
+    values = ", ".join(f"%({c})s::jsonb" if c == "metadata" else f"%({c})s" for c in columns)
+    return (
+        f"INSERT INTO {kind} ({', '.join(columns)}) VALUES ({values}) ON CONFLICT DO NOTHING "
+        f"RETURNING {_selected(VIEW_COLUMNS[kind])}"
+    )
+
+
+def _single_update(kind: str) -> str:
+    assignments = ", ".join(f"{c} = %({c})s::jsonb" if c == "metadata" else f"{c} = %({c})s" for c in WRITABLE[kind])
+    return (
+        f"UPDATE {kind} SET {assignments}, updated_at = now(), last_seq = %(last_seq)s WHERE id = %(id)s "
+        f"RETURNING {_selected(VIEW_COLUMNS[kind])}"
+    )
+
+
+_SINGLE_INSERT = {kind: _single_insert(kind) for kind in VIEW_COLUMNS}
+_SINGLE_UPDATE = {kind: _single_update(kind) for kind in VIEW_COLUMNS}
+_SINGLE_TOUCH = {
+    kind: f"UPDATE {kind} SET last_seq = %(seq)s WHERE id = %(id)s AND last_seq < %(seq)s" for kind in VIEW_COLUMNS
+}
+
+
+def finish_single(conn: psycopg.Connection[Any], *, scope: Scope, seq: int, plan: Plan) -> tuple[Any, ...] | None:
+    """Write a one-record plan and commit: one round trip. Returns the record as the API shows it (`VIEW_COLUMNS`,
+    metadata parsed) when it was created or replaced; None when nothing of it changed.
+
+    `Contended` (rolled back by the caller) when a concurrent writer created the record first."""
+    kind = scope.kind
+    row: Row | None = None
+    if plan.creates:
+        (row,) = plan.creates
+        owner = {"partner_id": scope.partner_id} | ({"business_id": scope.business_id} if kind == "customers" else {})
+        query, params = _SINGLE_INSERT[kind], {**row, **owner, "metadata": orjson.dumps(row["metadata"]).decode()}
+    elif plan.replaces:
+        (row,) = plan.replaces
+        query, params = _SINGLE_UPDATE[kind], {**row, "metadata": orjson.dumps(row["metadata"]).decode()}
+    elif plan.touches:
+        query, params = _SINGLE_TOUCH[kind], {"seq": seq, "id": plan.touches[0]}
+    else:
+        query, params = "", {}
+    with psycopg.ClientCursor(conn) as cur:
+        cur.execute(query + "; COMMIT" if query else "COMMIT", params)
+        if row is None:
+            return None
+        stored = cur.fetchone()
+    if stored is None:
+        raise Contended("the insert was lost to a concurrent writer")
+    at = VIEW_COLUMNS[kind].index("metadata")
+    return (*stored[:at], orjson.loads(stored[at]), *stored[at + 1 :])
+
+
+def roll_back_single(conn: psycopg.Connection[Any]) -> None:
+    """End a single sync's transaction, whatever state it is in (nothing to do once it has committed)."""
+    if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
+        conn.execute("ROLLBACK")

@@ -1,0 +1,147 @@
+"""One record synced in a transaction of its own (`core.records.service.sync_alone`, the single-sync routes' path):
+the same rules as `sync_one`, its lookups by key whatever the statistics say, the contended retry ordered by the
+sequence the first attempt took, and the connection given back as it was taken."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import orjson
+import pytest
+from sqlalchemy.orm import Session
+
+from core.db import autocommit_connection, session_scope
+from core.errors import DomainError
+from core.records import repository
+from core.records.repository import _SINGLE_LOAD, driver_connection
+from core.records.rules import Scope
+from core.records.schemas import parse_record
+from core.records.service import sync_alone, sync_one
+from tests.conftest import make_partner
+from tests.core.records.test_repository import _business, _customers, _scans
+
+
+def _sync(scope: Scope, body: dict[str, Any], key_id: str | None = None) -> tuple[str, dict[str, Any]]:
+    payload = parse_record(scope.kind, body)
+    assert not isinstance(payload, list)
+    with autocommit_connection() as conn:
+        outcome, view = sync_alone(conn, scope=scope, payload=payload, key_id=key_id)
+    return outcome.outcome, view
+
+
+def _new_business(name: str) -> tuple[Scope, str]:
+    partner = make_partner(name)
+    _, view = _sync(Scope("businesses", partner.partner_id), {"external_id": name, "name": name})
+    return Scope("customers", partner.partner_id, view["id"]), partner.key_id
+
+
+def _shown(view: dict[str, Any]) -> dict[str, Any]:
+    """What two records synced alike in two businesses share."""
+    return {k: v for k, v in view.items() if k not in ("id", "business_id", "created_at", "updated_at")}
+
+
+def test_the_same_outcomes_and_records_as_sync_one() -> None:
+    scope, _ = _new_business("alike")
+    other, _ = _new_business("alike-too")
+    steps: list[dict[str, Any]] = [
+        {"external_id": "a", "email_address": "A@example.com", "metadata": {"n": 1}},
+        {"external_id": "a", "email_address": "A@example.com", "metadata": {"n": 1}},
+        {"external_id": "a", "full_name": "Ann"},
+        {"external_id": "b", "email_address": "a@EXAMPLE.com"},
+        {"external_id": "b", "email_address": "b@example.com", "phone_number": "+1 555"},
+        {"external_id": "a", "email_address": "B@example.com"},
+        {"external_id": "b", "email_address": "c@example.com"},
+    ]
+    for body in steps:
+        try:
+            got: tuple[str, dict[str, Any]] = _sync(scope, body)
+        except DomainError as error:
+            got = (error.code, {})
+        with session_scope() as session:
+            try:
+                outcome, view = sync_one(session, scope=other, body=body)
+                expected = (outcome.outcome, view)
+            except DomainError as error:
+                expected = (error.code, {})
+        assert (got[0], _shown(got[1])) == (expected[0], _shown(expected[1])), body
+
+
+def test_problems_come_in_the_routes_order() -> None:
+    scope, key_id = _new_business("order")
+    missing = Scope("customers", scope.partner_id, "biz_missing")
+    invalid = DomainError("validation_error", "bad", 422)
+    with autocommit_connection() as conn:
+        with pytest.raises(DomainError) as raised:
+            sync_alone(conn, scope=missing, payload=invalid, key_id=key_id)
+        assert raised.value.code == "not_found"
+        with pytest.raises(DomainError) as raised:
+            sync_alone(conn, scope=scope, payload=invalid, key_id="key_revoked_or_unknown")
+        assert raised.value.code == "unauthorized"
+        with pytest.raises(DomainError) as raised:
+            sync_alone(conn, scope=scope, payload=invalid, key_id=key_id)
+        assert raised.value is invalid
+        assert conn.info.transaction_status == 0  # each rolled back: nothing left open, no lock held
+
+
+def test_concurrent_creates_of_one_record_end_with_the_last_accepted_write(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writers racing to create the same record: one creates it, each other one retries and is ordered by the
+    sequence it took first, so the stored record is the payload of the highest sequence."""
+    scope, _ = _new_business("race")
+    seqs: dict[str, int] = {}
+    start_single = repository.start_single
+
+    def recording(*args: Any, **kwargs: Any) -> repository.SingleStart:
+        start = start_single(*args, **kwargs)
+        seqs.setdefault(threading.current_thread().name, start.seq)
+        return start
+
+    monkeypatch.setattr(repository, "start_single", recording)
+    outcomes: dict[str, str] = {}
+    barrier = threading.Barrier(6)
+
+    def writer() -> None:
+        name = threading.current_thread().name
+        barrier.wait()
+        outcomes[name] = _sync(scope, {"external_id": "raced", "full_name": name})[0]
+
+    threads = [threading.Thread(target=writer, name=f"writer-{n}") for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(outcomes.values()).count("created") == 1
+    assert set(outcomes.values()) <= {"created", "replaced", "superseded"}
+    last = max(seqs, key=seqs.__getitem__)
+    _, view = _sync(scope, {"external_id": "raced", "full_name": last})
+    assert _ == "unchanged"  # what the highest sequence wrote is what is stored
+    assert view["full_name"] == last
+
+
+def test_the_connection_goes_back_out_of_autocommit_and_idle() -> None:
+    scope, _ = _new_business("pool")
+    with autocommit_connection() as conn:
+        with pytest.raises(DomainError):
+            sync_alone(conn, scope=scope, payload=parse_record("customers", {"full_name": "x"}), key_id=None)  # type: ignore[arg-type]
+    assert conn.autocommit is False
+    assert conn.info.transaction_status == 0
+
+
+def test_a_business_the_statistics_do_not_know_is_read_by_key_not_whole(session: Session) -> None:
+    partner = make_partner("single-statistics")
+    known = _business(session, partner.partner_id, "known")
+    grown = _business(session, partner.partner_id, "grown")
+    _customers(session, partner.partner_id, known, 3000)
+    driver_connection(session).execute("ANALYZE customers")
+    _customers(session, partner.partner_id, grown, 3000)
+    params = {"scope": grown, "k0": f"{grown}_cus_7", "k1": "c-1500", "k2": "c1600@example.com"}
+    explained = driver_connection(session).execute("EXPLAIN (FORMAT JSON) " + _SINGLE_LOAD["customers"], params)
+    row = explained.fetchone()
+    assert row is not None
+    document = row[0] if isinstance(row[0], list) else orjson.loads(row[0])
+    scans = [scan for scan in _scans(document[0]["Plan"]) if scan["Relation Name"] == "customers"]
+    assert len(scans) == 4  # three probes, then the read (and lock) of each row found by its id
+    for scan in scans:
+        assert scan["Node Type"] in ("Index Scan", "Index Only Scan"), scan["Node Type"]
+        assert "business_id" in scan["Index Cond"] or scan["Index Cond"].startswith("(id = ")
