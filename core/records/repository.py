@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NamedTuple
@@ -427,6 +428,11 @@ def stored_row(session: Session, *, kind: str, record_id: str) -> tuple[Any, ...
 # the API key live, checks the business and locks the rows the record names; the second writes the plan, reads the
 # stored record back through RETURNING, and commits. Pipeline mode would take as many round trips but far more of
 # the driver's Python; a savepoint is not needed, as a contended attempt rolls the whole transaction back.
+#
+# The statements are prepared on the server once a connection (`EXECUTE`): parsing and planning them each time
+# was a third of the CPU the server spent on a sync. The lookups by key are planned afresh on every run all the
+# same (`plan_cache_mode` for the transaction): a generic plan made while the table is empty reads the whole
+# business per key once it has grown (`load_rows`).
 
 # What the API shows of a record, in `core.records.service`'s `_StoredBusiness` / `_StoredCustomer` order.
 VIEW_COLUMNS = {
@@ -444,48 +450,97 @@ VIEW_COLUMNS = {
         "updated_at",
     ),
 }
+_KINDS = tuple(VIEW_COLUMNS)
+_SCOPE_COLUMN = {"businesses": "partner_id", "customers": "business_id"}
+_OWNER_COLUMNS = {"businesses": ("partner_id",), "customers": ("business_id", "partner_id")}
+_PROBES = {"businesses": ("id", "external_id"), "customers": ("id", "external_id", "lower(email_address)")}
 
 
 def _selected(columns: tuple[str, ...], alias: str = "") -> str:
     return ", ".join(f"{alias}metadata::text" if c == "metadata" else alias + c for c in columns)
 
 
-# The checks of a single sync, in the order the routes answer them: its sequence (a new one unless it is a retry
-# that keeps its own), whether the API key is live (share-locked for the transaction, as `hold_live_key`) and
-# whether the partner has the business (customers).
-_SINGLE_CHECKS = (
-    "SELECT COALESCE(%(seq)s::bigint, nextval('write_seq')), "
-    "%(key)s::text IS NULL OR EXISTS (SELECT FROM api_keys WHERE id = %(key)s AND revoked_at IS NULL FOR SHARE), "
-    "%(business)s::text IS NULL OR EXISTS (SELECT FROM businesses WHERE id = %(business)s AND partner_id = %(partner)s)"
-)
-_SINGLE_PROBES = {
-    "businesses": ("id", "external_id"),
-    "customers": ("id", "external_id", "lower(email_address)"),
-}
-_SINGLE_SCOPE = {"businesses": "partner_id", "customers": "business_id"}
-# The rows one record names (by id, external_id, email address), locked in id order, with what the API shows of
-# them: a superseded or unchanged record is answered from here. Each key is one probe of a unique index.
-_SINGLE_LOAD = {
-    kind: (
-        f"SELECT {_selected(('last_seq', *VIEW_COLUMNS[kind]), 'r.')} FROM (SELECT id FROM ("
-        + " UNION ".join(
-            f"SELECT id FROM {kind} WHERE {_SINGLE_SCOPE[kind]} = %(scope)s AND {column} = %(k{i})s"
-            for i, column in enumerate(probes)
-        )
-        + ") AS found ORDER BY id OFFSET 0) AS f"
-        + f" CROSS JOIN LATERAL (SELECT * FROM {kind} WHERE id = f.id FOR UPDATE) AS r"
+def _load_one(kind: str) -> str:
+    """The rows one record names ($2 its id, $3 its external_id, $4 its lower-cased email address; $1 the scope),
+    locked in id order, with what the API shows of them: a superseded or unchanged record is answered from here.
+    Each key is one probe of a unique index."""
+    probes = " UNION ".join(
+        f"SELECT id FROM {kind} WHERE {_SCOPE_COLUMN[kind]} = $1 AND {column} = ${i}"
+        for i, column in enumerate(_PROBES[kind], start=2)
     )
-    for kind, probes in _SINGLE_PROBES.items()
+    return (
+        f"SELECT {_selected(('last_seq', *VIEW_COLUMNS[kind]), 'r.')} FROM (SELECT id FROM ({probes}) AS found "
+        f"ORDER BY id OFFSET 0) AS f CROSS JOIN LATERAL (SELECT * FROM {kind} WHERE id = f.id FOR UPDATE) AS r"
+    )
+
+
+def _insert_one(kind: str) -> str:
+    columns = ("id", *_OWNER_COLUMNS[kind], *WRITABLE[kind], "last_seq")
+    values = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
+    return (
+        f"INSERT INTO {kind} ({', '.join(columns)}) VALUES ({values}) ON CONFLICT DO NOTHING "
+        f"RETURNING {_selected(VIEW_COLUMNS[kind])}"
+    )
+
+
+def _update_one(kind: str) -> str:
+    columns = WRITABLE[kind]
+    assignments = ", ".join(f"{c} = ${i}" for i, c in enumerate(columns, start=1))
+    n = len(columns)
+    return (
+        f"UPDATE {kind} SET {assignments}, updated_at = now(), last_seq = ${n + 1} WHERE id = ${n + 2} "
+        f"RETURNING {_selected(VIEW_COLUMNS[kind])}"
+    )
+
+
+def _types(columns: tuple[str, ...]) -> str:
+    return ", ".join("jsonb" if c == "metadata" else "bigint" if c == "last_seq" else "text" for c in columns)
+
+
+# Every statement of a single sync: its name and its PREPARE.
+_SINGLE_STATEMENTS: dict[str, str] = {
+    # Its sequence ($1 when a retry keeps its own), whether the API key is live (share-locked for the transaction,
+    # as `hold_live_key`), whether the partner has the business (customers).
+    "pfsync_single_checks": "(bigint, text, text, text) AS SELECT COALESCE($1, nextval('write_seq')), "
+    "$2 IS NULL OR EXISTS (SELECT FROM api_keys WHERE id = $2 AND revoked_at IS NULL FOR SHARE), "
+    "$3 IS NULL OR EXISTS (SELECT FROM businesses WHERE id = $3 AND partner_id = $4)",
+    **{
+        f"pfsync_single_load_{kind}": f"({', '.join(['text'] * (len(_PROBES[kind]) + 1))}) AS {_load_one(kind)}"
+        for kind in _KINDS
+    },
+    **{
+        f"pfsync_single_insert_{kind}": f"({_types(('id', *_OWNER_COLUMNS[kind], *WRITABLE[kind], 'last_seq'))}) "
+        f"AS {_insert_one(kind)}"
+        for kind in _KINDS
+    },
+    **{
+        f"pfsync_single_update_{kind}": f"({_types((*WRITABLE[kind], 'last_seq', 'id'))}) AS {_update_one(kind)}"
+        for kind in _KINDS
+    },
+    **{
+        f"pfsync_single_touch_{kind}": f"(bigint, text) AS UPDATE {kind} SET last_seq = $1 "
+        "WHERE id = $2 AND last_seq < $1"
+        for kind in _KINDS
+    },
 }
+# The connections that have them prepared (a connection that is replaced is a new object).
+_prepared: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
 
 
-def _single_keys(scope: Scope, payload: Payload) -> dict[str, Any]:
-    keys = {"scope": scope.partner_id if scope.kind == "businesses" else scope.business_id}
-    keys["k0"], keys["k1"] = payload.id, payload.external_id
-    if scope.kind == "customers":
-        email = getattr(payload, "email_address", None)
-        keys["k2"] = email.lower() if email is not None else None
-    return keys
+def _prepare_single(conn: psycopg.Connection[Any]) -> None:
+    """Prepare the single sync's statements on this connection, unless it has them (one round trip, once)."""
+    if conn not in _prepared:
+        conn.execute("; ".join(f"PREPARE {name} {text}" for name, text in _SINGLE_STATEMENTS.items()))
+        _prepared.add(conn)
+
+
+# Around the lookups by key: planned with their values on every run (see above), in that transaction only.
+_CUSTOM_PLANS = "SET LOCAL plan_cache_mode = force_custom_plan"
+_CACHED_PLANS = "SET LOCAL plan_cache_mode = DEFAULT"
+
+
+def _execute(name: str, count: int) -> str:
+    return f"EXECUTE {name}({', '.join(['%s'] * count)})"
 
 
 class SingleStart(NamedTuple):
@@ -504,55 +559,38 @@ def start_single(
     """BEGIN, the write sequence (`seq` when given), the key and business checks and, for a payload, the rows it
     names locked: one round trip. The connection must be in autocommit mode with no transaction open; the
     transaction stays open (`finish_single`, or `roll_back_single`)."""
-    params: dict[str, Any] = {
-        "seq": seq,
-        "key": key_id,
-        "business": scope.business_id if scope.kind == "customers" else None,
-        "partner": scope.partner_id,
-    }
-    query = "BEGIN; " + _SINGLE_CHECKS
+    _prepare_single(conn)
+    kind = scope.kind
+    query = "BEGIN; " + _execute("pfsync_single_checks", 4)
+    params: list[Any] = [seq, key_id, scope.business_id if kind == "customers" else None, scope.partner_id]
     if payload is not None:
-        params |= _single_keys(scope, payload)
-        query += "; " + _SINGLE_LOAD[scope.kind]
+        email = getattr(payload, "email_address", None)
+        keys = [payload.id, payload.external_id] + ([email.lower() if email else None] if kind == "customers" else [])
+        query += f"; {_CUSTOM_PLANS}; {_execute(f'pfsync_single_load_{kind}', 1 + len(keys))}; {_CACHED_PLANS}"
+        params += [scope.partner_id if kind == "businesses" else scope.business_id, *keys]
     with psycopg.ClientCursor(conn) as cur:
-        cur.execute(query, params)
+        try:
+            cur.execute(query, params)
+        except pgerrors.InvalidSqlStatementName:
+            # Deallocated since they were prepared: psycopg deallocates every statement prepared on a connection
+            # when a transaction on it rolls back (the session path's included). Prepare them again.
+            conn.rollback()
+            _prepared.discard(conn)
+            _prepare_single(conn)
+            cur.execute(query, params)
         cur.nextset()
         checks = cur.fetchone()
         assert checks is not None
         rows: list[Row] = []
         if payload is not None:
             cur.nextset()
-            names = ("last_seq", *VIEW_COLUMNS[scope.kind])
+            cur.nextset()
+            names = ("last_seq", *VIEW_COLUMNS[kind])
             for found in cur.fetchall():
                 row = dict(zip(names, found, strict=True))
                 row["metadata"] = orjson.loads(row["metadata"])
                 rows.append(row)
     return SingleStart(int(checks[0]), bool(checks[1]), bool(checks[2]), rows)
-
-
-def _single_insert(kind: str) -> str:
-    owner = ("partner_id",) if kind == "businesses" else ("business_id", "partner_id")
-    columns = ("id", *owner, *WRITABLE[kind], "last_seq")
-    values = ", ".join(f"%({c})s::jsonb" if c == "metadata" else f"%({c})s" for c in columns)
-    return (
-        f"INSERT INTO {kind} ({', '.join(columns)}) VALUES ({values}) ON CONFLICT DO NOTHING "
-        f"RETURNING {_selected(VIEW_COLUMNS[kind])}"
-    )
-
-
-def _single_update(kind: str) -> str:
-    assignments = ", ".join(f"{c} = %({c})s::jsonb" if c == "metadata" else f"{c} = %({c})s" for c in WRITABLE[kind])
-    return (
-        f"UPDATE {kind} SET {assignments}, updated_at = now(), last_seq = %(last_seq)s WHERE id = %(id)s "
-        f"RETURNING {_selected(VIEW_COLUMNS[kind])}"
-    )
-
-
-_SINGLE_INSERT = {kind: _single_insert(kind) for kind in VIEW_COLUMNS}
-_SINGLE_UPDATE = {kind: _single_update(kind) for kind in VIEW_COLUMNS}
-_SINGLE_TOUCH = {
-    kind: f"UPDATE {kind} SET last_seq = %(seq)s WHERE id = %(id)s AND last_seq < %(seq)s" for kind in VIEW_COLUMNS
-}
 
 
 def finish_single(conn: psycopg.Connection[Any], *, scope: Scope, seq: int, plan: Plan) -> tuple[Any, ...] | None:
@@ -561,20 +599,22 @@ def finish_single(conn: psycopg.Connection[Any], *, scope: Scope, seq: int, plan
 
     `Contended` (rolled back by the caller) when a concurrent writer created the record first."""
     kind = scope.kind
+    writable = WRITABLE[kind]
     row: Row | None = None
+    query, params = "", []
     if plan.creates:
         (row,) = plan.creates
-        owner = {"partner_id": scope.partner_id} | ({"business_id": scope.business_id} if kind == "customers" else {})
-        query, params = _SINGLE_INSERT[kind], {**row, **owner, "metadata": orjson.dumps(row["metadata"]).decode()}
+        owner = [scope.partner_id] if kind == "businesses" else [scope.business_id, scope.partner_id]
+        query = _execute(f"pfsync_single_insert_{kind}", 2 + len(owner) + len(writable)) + "; "
+        params = [row["id"], *owner, *_written(row, writable), seq]
     elif plan.replaces:
         (row,) = plan.replaces
-        query, params = _SINGLE_UPDATE[kind], {**row, "metadata": orjson.dumps(row["metadata"]).decode()}
+        query = _execute(f"pfsync_single_update_{kind}", 2 + len(writable)) + "; "
+        params = [*_written(row, writable), seq, row["id"]]
     elif plan.touches:
-        query, params = _SINGLE_TOUCH[kind], {"seq": seq, "id": plan.touches[0]}
-    else:
-        query, params = "", {}
+        query, params = _execute(f"pfsync_single_touch_{kind}", 2) + "; ", [seq, plan.touches[0]]
     with psycopg.ClientCursor(conn) as cur:
-        cur.execute(query + "; COMMIT" if query else "COMMIT", params)
+        cur.execute(query + "COMMIT", params)
         if row is None:
             return None
         stored = cur.fetchone()
@@ -584,7 +624,11 @@ def finish_single(conn: psycopg.Connection[Any], *, scope: Scope, seq: int, plan
     return (*stored[:at], orjson.loads(stored[at]), *stored[at + 1 :])
 
 
+def _written(row: Row, columns: tuple[str, ...]) -> list[Any]:
+    return [orjson.dumps(row[c]).decode() if c == "metadata" else row[c] for c in columns]
+
+
 def roll_back_single(conn: psycopg.Connection[Any]) -> None:
     """End a single sync's transaction, whatever state it is in (nothing to do once it has committed)."""
-    if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
-        conn.execute("ROLLBACK")
+    if not conn.closed:
+        conn.rollback()

@@ -13,7 +13,7 @@ from core.db import autocommit_connection, database_url, get_engine, new_session
 def _terminate_pooled_backends() -> int:
     """Terminate every backend of this process's pool (as a restart of the server would), from outside it."""
     held = [get_engine().raw_connection() for _ in range(3)]  # so that the pool holds more than one
-    pids = {pooled.driver_connection.info.backend_pid for pooled in held}
+    pids = {pooled.dbapi_connection.info.backend_pid for pooled in held}  # type: ignore[union-attr]
     for pooled in held:
         pooled.close()
     url = database_url().replace("postgresql+psycopg://", "postgresql://")

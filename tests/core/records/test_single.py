@@ -8,13 +8,14 @@ import threading
 from typing import Any
 
 import orjson
+import psycopg
 import pytest
 from sqlalchemy.orm import Session
 
 from core.db import autocommit_connection, session_scope
 from core.errors import DomainError
 from core.records import repository
-from core.records.repository import _SINGLE_LOAD, driver_connection
+from core.records.repository import _CUSTOM_PLANS, _prepare_single, driver_connection
 from core.records.rules import Scope
 from core.records.schemas import parse_record
 from core.records.service import sync_alone, sync_one
@@ -135,8 +136,13 @@ def test_a_business_the_statistics_do_not_know_is_read_by_key_not_whole(session:
     _customers(session, partner.partner_id, known, 3000)
     driver_connection(session).execute("ANALYZE customers")
     _customers(session, partner.partner_id, grown, 3000)
-    params = {"scope": grown, "k0": f"{grown}_cus_7", "k1": "c-1500", "k2": "c1600@example.com"}
-    explained = driver_connection(session).execute("EXPLAIN (FORMAT JSON) " + _SINGLE_LOAD["customers"], params)
+    conn = driver_connection(session)
+    _prepare_single(conn)
+    conn.execute(_CUSTOM_PLANS)  # as the sync plans them
+    explained = psycopg.ClientCursor(conn).execute(
+        "EXPLAIN (FORMAT JSON) EXECUTE pfsync_single_load_customers(%s, %s, %s, %s)",
+        (grown, f"{grown}_cus_7", "c-1500", "c1600@example.com"),
+    )
     row = explained.fetchone()
     assert row is not None
     document = row[0] if isinstance(row[0], list) else orjson.loads(row[0])
@@ -145,3 +151,14 @@ def test_a_business_the_statistics_do_not_know_is_read_by_key_not_whole(session:
     for scan in scans:
         assert scan["Node Type"] in ("Index Scan", "Index Only Scan"), scan["Node Type"]
         assert "business_id" in scan["Index Cond"] or scan["Index Cond"].startswith("(id = ")
+
+
+def test_statements_deallocated_since_they_were_prepared_are_prepared_again() -> None:
+    """psycopg deallocates every statement prepared on a connection when a transaction on it rolls back."""
+    scope, _ = _new_business("deallocated")
+    payload = parse_record("customers", {"external_id": "again"})
+    assert not isinstance(payload, list)
+    with autocommit_connection() as conn:
+        assert sync_alone(conn, scope=scope, payload=payload, key_id=None)[0].outcome == "created"
+        conn.execute("DEALLOCATE ALL")
+        assert sync_alone(conn, scope=scope, payload=payload, key_id=None)[0].outcome == "unchanged"
