@@ -6,9 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
-from api.body import Body, parse_json_object
-from api.deps import PartnerId
+from api.body import parse_json_object, single_body
+from api.deps import current_partner
 from api.idempotency import idempotent
 from api.openapi import either, ok, request_body
 from api.responses import json_response
@@ -90,9 +91,10 @@ def _payload(scope: Scope, body: bytes) -> Payload:
     openapi_extra=request_body("BusinessSync"),
     summary="Create or replace one business",
 )
-def sync_business(request: Request, partner_id: PartnerId, body: Body, dry_run: DryRun = False) -> Response:
+async def sync_business(request: Request, dry_run: DryRun = False) -> Response:
     """Create or wholly replace a business, found by `id` or else by `external_id`."""
-    return _sync_response(request, partner_id, body, Scope("businesses", partner_id), dry_run)
+    partner_id, body = await _authenticated_body(request)
+    return await run_in_threadpool(_sync_response, request, partner_id, body, Scope("businesses", partner_id), dry_run)
 
 
 @router.post(
@@ -108,10 +110,19 @@ def sync_business(request: Request, partner_id: PartnerId, body: Body, dry_run: 
     openapi_extra=request_body("CustomerSync"),
     summary="Create or replace one customer",
 )
-def sync_customer(
-    request: Request, partner_id: PartnerId, business_id: str, body: Body, dry_run: DryRun = False
-) -> Response:
+async def sync_customer(request: Request, business_id: str, dry_run: DryRun = False) -> Response:
     """Create or wholly replace a customer of the business, found by `id` or else by `external_id`."""
+    partner_id, body = await _authenticated_body(request)
     if "\x00" in business_id:  # no id holds a NUL, and PostgreSQL refuses to compare text with one
         raise not_found("business")
-    return _sync_response(request, partner_id, body, Scope("customers", partner_id, business_id), dry_run)
+    scope = Scope("customers", partner_id, business_id)
+    return await run_in_threadpool(_sync_response, request, partner_id, body, scope, dry_run)
+
+
+async def _authenticated_body(request: Request) -> tuple[str, bytes]:
+    """The authenticated partner (`api.deps.current_partner`), then the body (`api.body.single_body`): the other
+    routes' dependencies, called in the request's task rather than resolved by FastAPI, whose resolution was about
+    a tenth of the Python time of a single sync, the most frequent request. The sync itself then runs in the
+    thread pool, as a `def` route does."""
+    partner_id = await current_partner(request)
+    return partner_id, await single_body(request)
