@@ -500,10 +500,11 @@ def _types(columns: tuple[str, ...]) -> str:
 # Every statement of a single sync: its name and its PREPARE.
 _SINGLE_STATEMENTS: dict[str, str] = {
     # Its sequence ($1 when a retry keeps its own), whether the API key is live (share-locked for the transaction,
-    # as `hold_live_key`), whether the partner has the business (customers).
+    # as `hold_live_key`), whether the partner has the business (customers): key-share-locked too, as a customer's
+    # foreign key would, so that it is not deleted under the record before the commit.
     "pfsync_single_checks": "(bigint, text, text, text) AS SELECT COALESCE($1, nextval('write_seq')), "
     "$2 IS NULL OR EXISTS (SELECT FROM api_keys WHERE id = $2 AND revoked_at IS NULL FOR SHARE), "
-    "$3 IS NULL OR EXISTS (SELECT FROM businesses WHERE id = $3 AND partner_id = $4)",
+    "$3 IS NULL OR EXISTS (SELECT FROM businesses WHERE id = $3 AND partner_id = $4 FOR KEY SHARE)",
     **{
         f"pfsync_single_load_{kind}": f"({', '.join(['text'] * (len(_PROBES[kind]) + 1))}) AS {_load_one(kind)}"
         for kind in _KINDS

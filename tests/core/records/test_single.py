@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from sqlalchemy.orm import Session
 
-from core.db import autocommit_connection, session_scope
+from core.db import autocommit_connection, database_url, session_scope
 from core.errors import DomainError
 from core.records import repository
 from core.records.repository import _CUSTOM_PLANS, _prepare_single, driver_connection
@@ -162,3 +162,19 @@ def test_statements_deallocated_since_they_were_prepared_are_prepared_again() ->
         assert sync_alone(conn, scope=scope, payload=payload, key_id=None)[0].outcome == "created"
         conn.execute("DEALLOCATE ALL")
         assert sync_alone(conn, scope=scope, payload=payload, key_id=None)[0].outcome == "unchanged"
+
+
+def test_the_business_cannot_be_deleted_while_a_sync_of_its_customer_is_in_flight() -> None:
+    """Its business is locked by the sync's checks, as a customer's foreign key would: a deletion waits."""
+    scope, key_id = _new_business("held")
+    payload = parse_record("customers", {"external_id": "held"})
+    assert not isinstance(payload, list)
+    url = database_url().replace("postgresql+psycopg://", "postgresql://")
+    with autocommit_connection() as conn, psycopg.connect(url) as other:
+        start = repository.start_single(conn, scope=scope, payload=payload, seq=None, key_id=key_id)
+        assert start.business_found
+        other.execute("SET lock_timeout = '200ms'")
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            other.execute("DELETE FROM businesses WHERE id = %s", (scope.business_id,))
+        other.rollback()
+        repository.roll_back_single(conn)
