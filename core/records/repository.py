@@ -12,10 +12,11 @@ from __future__ import annotations
 import logging
 import random
 import time
+import typing
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
 import psycopg
@@ -544,7 +545,7 @@ def _execute(name: str, count: int) -> str:
     return f"EXECUTE {name}({', '.join(['%s'] * count)})"
 
 
-class SingleStart(NamedTuple):
+class SingleStart(typing.NamedTuple):
     """What the first round trip of a single sync found."""
 
     seq: int
