@@ -464,9 +464,12 @@ def _selected(columns: tuple[str, ...], alias: str = "") -> str:
 def _load_one(kind: str) -> str:
     """The rows one record names ($2 its id, $3 its external_id, $4 its lower-cased email address; $1 the scope),
     locked in id order, with what the API shows of them: a superseded or unchanged record is answered from here.
-    Each key is one probe of a unique index."""
+
+    Each key is one probe of a unique index, its values hidden from the planner in sub-selects (as `_load` passes
+    them as columns): given `business_id = 'biz_…'`, it would estimate the business's rows from statistics, which
+    know nothing of a business that grew since the last ANALYZE, and read the whole business by its first column."""
     probes = " UNION ".join(
-        f"SELECT id FROM {kind} WHERE {_SCOPE_COLUMN[kind]} = $1 AND {column} = ${i}"
+        f"SELECT id FROM {kind} WHERE {_SCOPE_COLUMN[kind]} = (SELECT $1) AND {column} = (SELECT ${i})"
         for i, column in enumerate(_PROBES[kind], start=2)
     )
     return (
