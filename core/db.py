@@ -177,8 +177,8 @@ def autocommit_connection() -> Iterator[psycopg.Connection[Any]]:
     pooled = get_engine().raw_connection()
     conn = pooled.driver_connection
     assert isinstance(conn, psycopg.Connection)
-    conn.autocommit = True
     try:
+        conn.autocommit = True
         yield conn
     finally:
         try:
