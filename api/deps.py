@@ -24,8 +24,9 @@ async def get_session() -> AsyncIterator[Session]:
     """The request's session: committed when the route returns, before the response is sent.
 
     Opening a session does no I/O, so it happens in the request's task; ending one does (COMMIT, giving the
-    connection back), so that runs in the thread pool, unless the route committed already (the single-record
-    routes and `GET /jobs/{id}` do, in their own thread): every trip through the pool costs the request CPU.
+    connection back), so that runs in the thread pool, unless the route committed already (`GET /jobs/{id}` does,
+    in its own thread): every trip through the pool costs the request CPU. The single-record sync routes take no
+    session from here: they work on a connection of their own, or a session they end themselves (api/routes/sync.py).
     """
     session = new_session()
     try:
@@ -96,6 +97,11 @@ def _dry_run_spellings(request: Request) -> set[str]:
     return {name for name in request.query_params if name.replace("-", "").replace("_", "").lower() == "dryrun"}
 
 
+async def check_dry_run(request: Request) -> None:
+    """`one_dry_run` as a dependency (in the event loop: it does no I/O)."""
+    one_dry_run(request)
+
+
 def one_dry_run(request: Request) -> None:
     """422 for a dry run asked ambiguously, so that a write meant as a preview is never applied: `dry_run` given
     more than once (`?dry_run=true&dry_run=false`), or spelled otherwise (`?dryRun=true`)."""
@@ -107,7 +113,7 @@ def one_dry_run(request: Request) -> None:
         raise DomainError("validation_error", f"dry_run: {error.message}.", 422, [error])
 
 
-def no_dry_run(request: Request) -> None:
+async def no_dry_run(request: Request) -> None:
     """422 for a dry run asked of an endpoint that has none (the legacy ones), rather than a real write."""
     for name in sorted(_dry_run_spellings(request)):
         error = FieldError(

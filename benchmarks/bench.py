@@ -888,6 +888,8 @@ def measure(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, list[fl
         },
     }
     latencies: dict[str, list[float]] = {}
+    if args.only == "single":
+        return measure_single(args, servers, service, result)
     try:
         with phase("migrating the scratch database", quiet):
             service.pfsync("migrate")
@@ -974,6 +976,50 @@ def measure(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, list[fl
         servers.close(keep=args.keep)
     result["machine"]["load_after"] = [round(x, 2) for x in os.getloadavg()]
     result["targets"] = judge(result)
+    return result, latencies
+
+
+def measure_single(
+    args: argparse.Namespace, servers: Servers, service: Service, result: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, list[float]]]:
+    """`--only single`: the single-sync phase alone (service, peer, service with the budget counted), on the same
+    processes as the whole run; judged against its own target only."""
+    quiet = args.json_only
+    try:
+        with phase("migrating the scratch database", quiet):
+            service.pfsync("migrate")
+        with phase("starting pfsync api, worker and scheduler", quiet):
+            service.start()
+        partner = new_partner(service, "Bench Partner")
+        with httpx.Client(base_url=service.url, auth=partner.auth, timeout=120) as client:
+            business_id = new_business(client, "single")
+        with phase("starting the bare peer and a second pfsync api with the budget on", quiet):
+            with psycopg.connect(_libpq(servers.database_url), autocommit=True) as conn:
+                conn.execute(PEER_TABLE_DDL)
+            peer_url = service.start_peer(_libpq(servers.database_url))
+            budget_url = service.start_api("api-budget", PFSYNC_RATE_LIMIT_PER_SECOND=UNREACHABLE_BUDGET)
+        with phase(
+            f"single sync, {args.clients} clients, {args.seconds:g} s each: service, peer, service with the "
+            f"budget on; {args.rounds} round(s)",
+            quiet,
+        ):
+            result["single_sync"], loads = single_sync_phase(
+                service, partner, business_id, peer_url=peer_url, budget_url=budget_url, args=args
+            )
+    finally:
+        service.stop()
+        servers.close(keep=args.keep)
+    result["machine"]["load_after"] = [round(x, 2) for x in os.getloadavg()]
+    ratio = result["single_sync"]["service_to_peer"]
+    result["targets"] = [
+        {"issue": "15", "figure": "single sync requests/s, service ÷ bare peer", "value": ratio, "target": "≥ 0.75",
+         "met": ratio >= 0.75},
+    ]  # fmt: skip
+    latencies = {
+        "service, idle": loads["service"].latencies_ms,
+        "service, budget counted": loads["service_budget_on"].latencies_ms,
+        "peer (FastAPI + psycopg)": loads["peer"].latencies_ms,
+    }
     return result, latencies
 
 
@@ -1242,6 +1288,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="dry runs beside the real runs after them instead (benchmarks/dry_runs.py)",
     )
+    parser.add_argument(
+        "--only",
+        choices=("single",),
+        help="single: only the single-sync phase (service, peer, budget on; about 40 s): no ceilings, batches, "
+        "fairness or batch beside it; written to benchmarks/results/single.json, no picture",
+    )
     parser.add_argument("--no-pictures", action="store_true", help="draw no PNG into docs/")
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
     parser.add_argument("--json-only", action="store_true", help="print only the JSON document")
@@ -1256,6 +1308,10 @@ def main(argv: list[str] | None = None) -> int:
         return dry_runs.run(args)
     result, latencies = measure(args)
     document = orjson.dumps(result, option=orjson.OPT_INDENT_2).decode()
+    if args.only:
+        (RESULTS / f"{args.only}.json").write_text(document + "\n")
+        print(document)
+        return 0 if all(row["met"] for row in result["targets"]) else 1
     (RESULTS / "latest.json").write_text(document + "\n")
     (RESULTS / "latencies.json").write_bytes(orjson.dumps(latencies))
     if not args.no_pictures:

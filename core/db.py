@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import orjson
-from sqlalchemy import Engine, create_engine
+import psycopg
+from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
@@ -39,7 +42,8 @@ def get_engine() -> Engine:
                 pool_size=settings.db_pool_size,
                 max_overflow=settings.db_pool_size,
                 pool_timeout=settings.db_pool_timeout_seconds,
-                pool_pre_ping=True,
+                # Instead of a ping (a round trip) at every checkout, `_check_alive`.
+                pool_pre_ping=False,
                 pool_recycle=1800,
                 # Short OLTP statements: parallel workers cost more to start than they save, on few cores; and
                 # JIT compilation, which PostgreSQL starts for any statement its planner estimates as costly, added
@@ -55,9 +59,35 @@ def get_engine() -> Engine:
                 # the API parsed it on the way in.
                 json_deserializer=orjson.loads,
             )
+            event.listen(_engine, "checkout", _check_alive)
             _engine_pid = os.getpid()
             _sessionmaker = sessionmaker(_engine, expire_on_commit=False)
         return _engine
+
+
+def _check_alive(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """Before a pooled connection is handed out: make sure the server has not closed it (a restart, a crash, a
+    terminated backend), so that no request fails on a connection that died idle in the pool.
+
+    An idle connection has nothing to read, so one whose socket is readable has been closed or told something by
+    the server: only then is it pinged, and a failed ping invalidates every connection pooled before it, as
+    `pool_pre_ping` does (the pool then hands out a new one). A ping at every checkout cost each request a round
+    trip."""
+    conn: psycopg.Connection[Any] = dbapi_connection
+    try:
+        poll = select.poll()
+        poll.register(conn.fileno(), select.POLLIN)
+        if not poll.poll(0):
+            return
+    except (psycopg.Error, OSError) as err:  # closed already
+        raise exc.InvalidatePoolError() from err
+    autocommit = conn.autocommit
+    try:
+        conn.autocommit = True
+        conn.execute("SELECT 1")
+        conn.autocommit = autocommit
+    except psycopg.Error as err:
+        raise exc.InvalidatePoolError() from err
 
 
 _probe: tuple[int, Engine] | None = None
@@ -140,3 +170,24 @@ def new_session() -> Session:
     get_engine()
     assert _sessionmaker is not None
     return _sessionmaker()
+
+
+@contextmanager
+def autocommit_connection() -> Iterator[psycopg.Connection[Any]]:
+    """A connection of this process's pool as the driver's own, in autocommit mode, for work that opens and ends
+    its transactions in its own statements to spare round trips (the single-record sync). It goes back to the pool
+    with no transaction open (rolled back if one is) and out of autocommit mode; one that broke is dropped."""
+    pooled = get_engine().raw_connection()
+    conn = pooled.driver_connection
+    assert isinstance(conn, psycopg.Connection)
+    try:
+        conn.autocommit = True
+        yield conn
+    finally:
+        try:
+            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                conn.rollback()
+            conn.autocommit = False
+        except psycopg.Error:
+            pooled.invalidate()
+        pooled.close()

@@ -15,7 +15,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from api.body import JSON_TYPES, NDJSON_TYPES, SpooledBody, batch_upload, media_type
-from api.deps import PartnerId, one_dry_run
+from api.deps import PartnerId, check_dry_run
 from api.idempotency import idempotent
 from api.openapi import ok, request_body
 from api.responses import json_response
@@ -32,7 +32,7 @@ from core.webhooks.service import resolve_callback_url
 from workers.publish import publish_chunks
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["batch sync"], dependencies=[Depends(one_dry_run)])
+router = APIRouter(tags=["batch sync"], dependencies=[Depends(check_dry_run)])
 _WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+)", re.IGNORECASE)
 
 

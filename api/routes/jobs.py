@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
-from api.deps import DbSession, PartnerId, one_dry_run
+from api.deps import DbSession, PartnerId, check_dry_run
 from api.idempotency import idempotent
 from api.openapi import csv_answer, ndjson_answer, ok
 from api.responses import json_response
@@ -23,7 +23,7 @@ from core.jobs.status import JobStatus
 from core.records.rules import Kind, Outcome
 from workers.publish import publish_chunks
 
-router = APIRouter(tags=["jobs"], dependencies=[Depends(one_dry_run)])
+router = APIRouter(tags=["jobs"], dependencies=[Depends(check_dry_run)])
 NDJSON = "application/x-ndjson"
 CSV = "text/csv"
 

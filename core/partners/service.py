@@ -103,16 +103,18 @@ def authenticate(session: Session, *, key_id: str, secret: str) -> Caller | None
     return caller
 
 
+def key_revoked() -> DomainError:
+    """The 401 of a write whose API key was revoked before it could be applied."""
+    return DomainError(
+        "unauthorized", "This API key was revoked.", 401, headers={"WWW-Authenticate": 'Basic realm="pfsync"'}
+    )
+
+
 def require_live_key(session: Session, *, key_id: str) -> None:
     """401 unless the key is still live, holding it for the transaction (see `repository.hold_live_key`): called
     by every write, so that no write is applied with a key once its revocation has committed."""
     if not repository.hold_live_key(session, key_id=key_id):
-        raise DomainError(
-            "unauthorized",
-            "This API key was revoked.",
-            401,
-            headers={"WWW-Authenticate": 'Basic realm="pfsync"'},
-        )
+        raise key_revoked()
 
 
 def create_key_for(session: Session, *, partner_id: str) -> NewKey:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import random
 import time
+import typing
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from operator import itemgetter
@@ -466,3 +468,219 @@ def stored_row(session: Session, *, kind: str, record_id: str) -> tuple[Any, ...
         c = cur.fetchone()
         assert c is not None
         return (*c[:6], orjson.loads(c[6]), *c[7:])
+
+
+# One record in a transaction of its own (the single-record sync routes): the whole sync in two round trips on a
+# connection in autocommit mode, each one statement string sent with the simple query protocol, its parameters
+# bound on the client (psycopg's `ClientCursor`). The first begins the transaction, takes the write sequence, holds
+# the API key live, checks the business and locks the rows the record names; the second writes the plan, reads the
+# stored record back through RETURNING, and commits. Pipeline mode would take as many round trips but far more of
+# the driver's Python; a savepoint is not needed, as a contended attempt rolls the whole transaction back.
+#
+# The statements are prepared on the server once a connection (`EXECUTE`): parsing and planning them each time
+# was a third of the CPU the server spent on a sync. The lookups by key are planned afresh on every run all the
+# same (`plan_cache_mode` for the transaction): a generic plan made while the table is empty reads the whole
+# business per key once it has grown (`load_rows`).
+
+# What the API shows of a record, in `core.records.service`'s `_StoredBusiness` / `_StoredCustomer` order.
+VIEW_COLUMNS = {
+    "businesses": ("id", "external_id", "name", "metadata", "created_at", "updated_at"),
+    "customers": (
+        "id",
+        "business_id",
+        "external_id",
+        "email_address",
+        "phone_number",
+        "full_name",
+        "metadata",
+        "unsubscribed",
+        "created_at",
+        "updated_at",
+    ),
+}
+_KINDS = tuple(VIEW_COLUMNS)
+_SCOPE_COLUMN = {"businesses": "partner_id", "customers": "business_id"}
+_OWNER_COLUMNS = {"businesses": ("partner_id",), "customers": ("business_id", "partner_id")}
+_PROBES = {"businesses": ("id", "external_id"), "customers": ("id", "external_id", "lower(email_address)")}
+
+
+def _selected(columns: tuple[str, ...], alias: str = "") -> str:
+    return ", ".join(f"{alias}metadata::text" if c == "metadata" else alias + c for c in columns)
+
+
+def _load_one(kind: str) -> str:
+    """The rows one record names ($2 its id, $3 its external_id, $4 its lower-cased email address; $1 the scope),
+    locked in id order, with what the API shows of them: a superseded or unchanged record is answered from here.
+
+    Each key is one probe of a unique index, its values hidden from the planner in sub-selects (as `_load` passes
+    them as columns): given `business_id = 'biz_…'`, it would estimate the business's rows from statistics, which
+    know nothing of a business that grew since the last ANALYZE, and read the whole business by its first column."""
+    probes = " UNION ".join(
+        f"SELECT id FROM {kind} WHERE {_SCOPE_COLUMN[kind]} = (SELECT $1) AND {column} = (SELECT ${i})"
+        for i, column in enumerate(_PROBES[kind], start=2)
+    )
+    return (
+        f"SELECT {_selected(('last_seq', *VIEW_COLUMNS[kind]), 'r.')} FROM (SELECT id FROM ({probes}) AS found "
+        f"ORDER BY id OFFSET 0) AS f CROSS JOIN LATERAL (SELECT * FROM {kind} WHERE id = f.id FOR UPDATE) AS r"
+    )
+
+
+def _insert_one(kind: str) -> str:
+    columns = ("id", *_OWNER_COLUMNS[kind], *WRITABLE[kind], "last_seq")
+    values = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
+    return (
+        f"INSERT INTO {kind} ({', '.join(columns)}) VALUES ({values}) ON CONFLICT DO NOTHING "
+        f"RETURNING {_selected(VIEW_COLUMNS[kind])}"
+    )
+
+
+def _update_one(kind: str) -> str:
+    columns = WRITABLE[kind]
+    assignments = ", ".join(f"{c} = ${i}" for i, c in enumerate(columns, start=1))
+    n = len(columns)
+    return (
+        f"UPDATE {kind} SET {assignments}, updated_at = now(), last_seq = ${n + 1} WHERE id = ${n + 2} "
+        f"RETURNING {_selected(VIEW_COLUMNS[kind])}"
+    )
+
+
+def _types(columns: tuple[str, ...]) -> str:
+    return ", ".join("jsonb" if c == "metadata" else "bigint" if c == "last_seq" else "text" for c in columns)
+
+
+# Every statement of a single sync: its name and its PREPARE.
+_SINGLE_STATEMENTS: dict[str, str] = {
+    # Its sequence ($1 when a retry keeps its own), whether the API key is live (share-locked for the transaction,
+    # as `hold_live_key`), whether the partner has the business (customers): key-share-locked too, as a customer's
+    # foreign key would, so that it is not deleted under the record before the commit.
+    "pfsync_single_checks": "(bigint, text, text, text) AS SELECT COALESCE($1, nextval('write_seq')), "
+    "$2 IS NULL OR EXISTS (SELECT FROM api_keys WHERE id = $2 AND revoked_at IS NULL FOR SHARE), "
+    "$3 IS NULL OR EXISTS (SELECT FROM businesses WHERE id = $3 AND partner_id = $4 FOR KEY SHARE)",
+    **{
+        f"pfsync_single_load_{kind}": f"({', '.join(['text'] * (len(_PROBES[kind]) + 1))}) AS {_load_one(kind)}"
+        for kind in _KINDS
+    },
+    **{
+        f"pfsync_single_insert_{kind}": f"({_types(('id', *_OWNER_COLUMNS[kind], *WRITABLE[kind], 'last_seq'))}) "
+        f"AS {_insert_one(kind)}"
+        for kind in _KINDS
+    },
+    **{
+        f"pfsync_single_update_{kind}": f"({_types((*WRITABLE[kind], 'last_seq', 'id'))}) AS {_update_one(kind)}"
+        for kind in _KINDS
+    },
+    **{
+        f"pfsync_single_touch_{kind}": f"(bigint, text) AS UPDATE {kind} SET last_seq = $1 "
+        "WHERE id = $2 AND last_seq < $1"
+        for kind in _KINDS
+    },
+}
+# The connections that have them prepared (a connection that is replaced is a new object).
+_prepared: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
+
+
+def _prepare_single(conn: psycopg.Connection[Any]) -> None:
+    """Prepare the single sync's statements on this connection, unless it has them (one round trip, once)."""
+    if conn not in _prepared:
+        conn.execute("; ".join(f"PREPARE {name} {text}" for name, text in _SINGLE_STATEMENTS.items()))
+        _prepared.add(conn)
+
+
+# Around the lookups by key: planned with their values on every run (see above), in that transaction only.
+_CUSTOM_PLANS = "SET LOCAL plan_cache_mode = force_custom_plan"
+_CACHED_PLANS = "SET LOCAL plan_cache_mode = DEFAULT"
+
+
+def _execute(name: str, count: int) -> str:
+    return f"EXECUTE {name}({', '.join(['%s'] * count)})"
+
+
+class SingleStart(typing.NamedTuple):
+    """What the first round trip of a single sync found."""
+
+    seq: int
+    key_live: bool
+    business_found: bool
+    # The rows the record names, as `load_rows` returns them plus what the API shows of them.
+    rows: list[Row]
+
+
+def start_single(
+    conn: psycopg.Connection[Any], *, scope: Scope, payload: Payload | None, seq: int | None, key_id: str | None
+) -> SingleStart:
+    """BEGIN, the write sequence (`seq` when given), the key and business checks and, for a payload, the rows it
+    names locked: one round trip. The connection must be in autocommit mode with no transaction open; the
+    transaction stays open (`finish_single`, or `roll_back_single`)."""
+    _prepare_single(conn)
+    kind = scope.kind
+    query = "BEGIN; " + _execute("pfsync_single_checks", 4)
+    params: list[Any] = [seq, key_id, scope.business_id if kind == "customers" else None, scope.partner_id]
+    if payload is not None:
+        email = getattr(payload, "email_address", None)
+        keys = [payload.id, payload.external_id] + ([email.lower() if email else None] if kind == "customers" else [])
+        query += f"; {_CUSTOM_PLANS}; {_execute(f'pfsync_single_load_{kind}', 1 + len(keys))}; {_CACHED_PLANS}"
+        params += [scope.partner_id if kind == "businesses" else scope.business_id, *keys]
+    with psycopg.ClientCursor(conn) as cur:
+        try:
+            cur.execute(query, params)
+        except pgerrors.InvalidSqlStatementName:
+            # Deallocated since they were prepared: psycopg deallocates every statement prepared on a connection
+            # when a transaction on it rolls back (the session path's included). Prepare them again.
+            conn.rollback()
+            _prepared.discard(conn)
+            _prepare_single(conn)
+            cur.execute(query, params)
+        cur.nextset()
+        checks = cur.fetchone()
+        assert checks is not None
+        rows: list[Row] = []
+        if payload is not None:
+            cur.nextset()
+            cur.nextset()
+            names = ("last_seq", *VIEW_COLUMNS[kind])
+            for found in cur.fetchall():
+                row = dict(zip(names, found, strict=True))
+                row["metadata"] = orjson.loads(row["metadata"])
+                rows.append(row)
+    return SingleStart(int(checks[0]), bool(checks[1]), bool(checks[2]), rows)
+
+
+def finish_single(conn: psycopg.Connection[Any], *, scope: Scope, seq: int, plan: Plan) -> tuple[Any, ...] | None:
+    """Write a one-record plan and commit: one round trip. Returns the record as the API shows it (`VIEW_COLUMNS`,
+    metadata parsed) when it was created or replaced; None when nothing of it changed.
+
+    `Contended` (rolled back by the caller) when a concurrent writer created the record first."""
+    kind = scope.kind
+    writable = WRITABLE[kind]
+    row: Row | None = None
+    query, params = "", []
+    if plan.creates:
+        (row,) = plan.creates
+        owner = [scope.partner_id] if kind == "businesses" else [scope.business_id, scope.partner_id]
+        query = _execute(f"pfsync_single_insert_{kind}", 2 + len(owner) + len(writable)) + "; "
+        params = [row["id"], *owner, *_written(row, writable), seq]
+    elif plan.replaces:
+        (row,) = plan.replaces
+        query = _execute(f"pfsync_single_update_{kind}", 2 + len(writable)) + "; "
+        params = [*_written(row, writable), seq, row["id"]]
+    elif plan.touches:
+        query, params = _execute(f"pfsync_single_touch_{kind}", 2) + "; ", [seq, plan.touches[0]]
+    with psycopg.ClientCursor(conn) as cur:
+        cur.execute(query + "COMMIT", params)
+        if row is None:
+            return None
+        stored = cur.fetchone()
+    if stored is None:
+        raise Contended("the insert was lost to a concurrent writer")
+    at = VIEW_COLUMNS[kind].index("metadata")
+    return (*stored[:at], orjson.loads(stored[at]), *stored[at + 1 :])
+
+
+def _written(row: Row, columns: tuple[str, ...]) -> list[Any]:
+    return [orjson.dumps(row[c]).decode() if c == "metadata" else row[c] for c in columns]
+
+
+def roll_back_single(conn: psycopg.Connection[Any]) -> None:
+    """End a single sync's transaction, whatever state it is in (nothing to do once it has committed)."""
+    if not conn.closed:
+        conn.rollback()

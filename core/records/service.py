@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import logging
+import random
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, TypeVar
 
+import psycopg
 from sqlalchemy.orm import Session
 
+from core import ids
 from core.errors import RECORD_ERROR_STATUS, TOO_MANY_ERRORS, DomainError, FieldError, bounded_errors, not_found
 from core.models import Business, Customer
+from core.partners.service import key_revoked
 from core.records import repository
-from core.records.repository import apply_records, preview_records
-from core.records.rules import FAILED, REPLACED, Payload, RecordOutcome, Scope, desired_state
+from core.records.repository import MAX_ATTEMPTS, RETRYABLE, Contended, apply_records, preview_records
+from core.records.rules import FAILED, REPLACED, Payload, RecordOutcome, Scope, desired_state, plan_records
 from core.records.schemas import parse_record
 
 T = TypeVar("T", Business, Customer)
+log = logging.getLogger(__name__)
 
 
 def rfc3339(value: datetime) -> str:
@@ -238,3 +245,55 @@ def _stored_view(session: Session, scope: Scope, record_id: str) -> dict[str, An
     if scope.kind == "businesses":
         return business_view(_StoredBusiness(*row))
     return customer_view(_StoredCustomer(*row))
+
+
+def sync_alone(
+    conn: psycopg.Connection[Any], *, scope: Scope, payload: Payload | DomainError, key_id: str | None
+) -> tuple[RecordOutcome, dict[str, Any]]:
+    """Sync one record in a transaction of its own, on a connection in autocommit mode with none open, and commit
+    it: the single-record sync routes' whole work in two round trips (`repository.start_single` and
+    `finish_single`). Returns the outcome and the stored record, as `apply_one` does.
+
+    The problems come in the order the routes have always answered them: no such business (customers), then the
+    API key revoked (`key_id`, held live until the commit), then `payload` itself when it is the problem its body
+    raised, then what the sync rules say. A contended attempt is rolled back whole and tried again with the same
+    write sequence, so a retry is ordered where the first attempt was accepted.
+    """
+    valid = None if isinstance(payload, DomainError) else payload
+    prefix = ids.BUSINESS if scope.kind == "businesses" else ids.CUSTOMER
+    seq: int | None = None
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        try:
+            start = repository.start_single(conn, scope=scope, payload=valid, seq=seq, key_id=key_id)
+            seq = start.seq
+            if not start.business_found:
+                raise not_found("business")
+            if not start.key_live:
+                raise key_revoked()
+            if valid is None:
+                assert isinstance(payload, DomainError)
+                raise payload
+            plan = plan_records(
+                scope=scope, seq=seq, records=[(0, valid)], rows=start.rows, new_id=lambda: ids.new_id(prefix)
+            )
+            outcome = plan.outcomes[0]
+            if outcome.outcome == FAILED:
+                raise record_error(outcome.errors)
+            stored = repository.finish_single(conn, scope=scope, seq=seq, plan=plan)
+        except (Contended, *RETRYABLE) as exc:
+            repository.roll_back_single(conn)
+            if attempt == MAX_ATTEMPTS:
+                raise
+            log.info("sync contended (%s), attempt %d: %s", type(exc).__name__, attempt, exc)
+            time.sleep(random.uniform(0, 0.02 * attempt))
+            continue
+        except BaseException:
+            repository.roll_back_single(conn)
+            raise
+        if stored is None:  # nothing written: the record as it was loaded (and locked) is the stored one
+            (row,) = (r for r in start.rows if r["id"] == outcome.id)
+            stored = tuple(row[c] for c in repository.VIEW_COLUMNS[scope.kind])
+        if scope.kind == "businesses":
+            return outcome, business_view(_StoredBusiness(*stored))
+        return outcome, customer_view(_StoredCustomer(*stored))
+    raise AssertionError("unreachable")

@@ -132,12 +132,14 @@ def test_a_revoked_key_writes_nothing_once_revoked_and_is_refused_everywhere_wit
 @pytest.mark.usefixtures("worker")
 def test_a_revoked_key_stops_the_batches_it_submitted(two_apis: list[str]) -> None:
     """A batch accepted before its key was revoked applies nothing once the revocation has returned: the job ends
-    `cancelled`, every record either applied before the revocation or `cancelled`."""
+    `cancelled`, every record either applied before the revocation or `cancelled`. (Large enough that the job is
+    still running when `pfsync key revoke`, a process of its own, has started.)"""
+    count = 100_000
     partner = make_partner("revoked-batch")
     spare = orjson.loads(pfsync("key", "create", partner.partner_id, "--json").stdout)
     with httpx.Client(base_url=two_apis[0], auth=(partner.key_id, partner.secret), timeout=30) as client:
         business = client.post("/sync/businesses", json={"external_id": "b", "name": "B"}).json()["id"]
-        lines = (orjson.dumps({"external_id": f"c{i}", "full_name": f"C {i}"}) for i in range(30_000))
+        lines = (orjson.dumps({"external_id": f"c{i}", "full_name": f"C {i}"}) for i in range(count))
         accepted = client.post(
             f"/sync/businesses/{business}/customers/batch",
             content=b"\n".join(lines),
@@ -155,7 +157,7 @@ def test_a_revoked_key_stops_the_batches_it_submitted(two_apis: list[str]) -> No
         job = wait_for(ended, timeout=60, what="the job to end")
     assert job["status"] == "cancelled", job
     assert job["counts"]["cancelled"] > 0
-    assert job["counts"]["created"] + job["counts"]["cancelled"] == 30_000
+    assert job["counts"]["created"] + job["counts"]["cancelled"] == count
     with psycopg.connect(DATABASE_URL) as conn:
         found = conn.execute("SELECT revoked_at FROM api_keys WHERE id = %s", (partner.key_id,)).fetchone()
         assert found is not None
