@@ -938,21 +938,7 @@ def measure(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, list[fl
                 result["fairness"] = fairness(client, other_client, args.fair_records)
 
             business_id = new_business(client, "single")
-            with phase("starting the bare peer and a second pfsync api with the budget on", quiet):
-                with psycopg.connect(_libpq(servers.database_url), autocommit=True) as conn:
-                    conn.execute(PEER_TABLE_DDL)
-                peer_url = service.start_peer(_libpq(servers.database_url))
-                budget_url = service.start_api("api-budget", PFSYNC_RATE_LIMIT_PER_SECOND=UNREACHABLE_BUDGET)
-            with phase(
-                f"single sync, {args.clients} clients, {args.seconds:g} s each: service, peer, service with the "
-                f"budget on; {args.rounds} round(s)",
-                quiet,
-            ):
-                result["single_sync"], loads = single_sync_phase(
-                    service, partner, business_id, peer_url=peer_url, budget_url=budget_url, args=args
-                )
-            service.stop_one("peer")
-            service.stop_one("api-budget")
+            result["single_sync"], loads = _single_sync_beside_peer(servers, service, partner, business_id, args)
 
             with phase(f"single sync during another business's {n}-record batch", quiet):
                 result["during_batch"], busy = during_batch(
@@ -979,6 +965,28 @@ def measure(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, list[fl
     return result, latencies
 
 
+def _single_sync_beside_peer(
+    servers: Servers, service: Service, partner: Partner, business_id: str, args: argparse.Namespace
+) -> tuple[dict[str, Any], dict[str, LoadResult]]:
+    """Step 7: the bare peer and a second `pfsync api` with the budget counted started beside the service, the same
+    client load against each in turn (`single_sync_phase`), then both stopped."""
+    quiet = args.json_only
+    with phase("starting the bare peer and a second pfsync api with the budget on", quiet):
+        with psycopg.connect(_libpq(servers.database_url), autocommit=True) as conn:
+            conn.execute(PEER_TABLE_DDL)
+        peer_url = service.start_peer(_libpq(servers.database_url))
+        budget_url = service.start_api("api-budget", PFSYNC_RATE_LIMIT_PER_SECOND=UNREACHABLE_BUDGET)
+    with phase(
+        f"single sync, {args.clients} clients, {args.seconds:g} s each: service, peer, service with the "
+        f"budget on; {args.rounds} round(s)",
+        quiet,
+    ):
+        found = single_sync_phase(service, partner, business_id, peer_url=peer_url, budget_url=budget_url, args=args)
+    service.stop_one("peer")
+    service.stop_one("api-budget")
+    return found
+
+
 def measure_single(
     args: argparse.Namespace, servers: Servers, service: Service, result: dict[str, Any]
 ) -> tuple[dict[str, Any], dict[str, list[float]]]:
@@ -993,19 +1001,7 @@ def measure_single(
         partner = new_partner(service, "Bench Partner")
         with httpx.Client(base_url=service.url, auth=partner.auth, timeout=120) as client:
             business_id = new_business(client, "single")
-        with phase("starting the bare peer and a second pfsync api with the budget on", quiet):
-            with psycopg.connect(_libpq(servers.database_url), autocommit=True) as conn:
-                conn.execute(PEER_TABLE_DDL)
-            peer_url = service.start_peer(_libpq(servers.database_url))
-            budget_url = service.start_api("api-budget", PFSYNC_RATE_LIMIT_PER_SECOND=UNREACHABLE_BUDGET)
-        with phase(
-            f"single sync, {args.clients} clients, {args.seconds:g} s each: service, peer, service with the "
-            f"budget on; {args.rounds} round(s)",
-            quiet,
-        ):
-            result["single_sync"], loads = single_sync_phase(
-                service, partner, business_id, peer_url=peer_url, budget_url=budget_url, args=args
-            )
+        result["single_sync"], loads = _single_sync_beside_peer(servers, service, partner, business_id, args)
     finally:
         service.stop()
         servers.close(keep=args.keep)
