@@ -79,7 +79,7 @@ class Settings(BaseSettings):
     console_session_hours: float = Field(default=12.0, gt=0, le=720)
     console_login_max_failures: int = Field(default=10, ge=1)
     console_login_lockout_seconds: int = Field(default=300, ge=1)
-    # Password checks (scrypt, about 0.2 s of CPU each) a process runs at once; a sign-in past them is refused.
+    # Password checks (scrypt, about 0.2 s of CPU each) a process runs at once; 8 more sign-ins wait up to 3 s.
     console_password_checks: int = Field(default=1, ge=1, le=64)
 
     @field_validator("database_url")

@@ -40,8 +40,11 @@ USERNAME_RULE = "1 to 64 letters, digits and . _ @ -, starting with a letter or 
 _MAX_TOKEN_LENGTH = 128
 # Checked when the username is unknown, so that the time a sign-in takes does not tell which usernames exist.
 _dummy_hash: str | None = None
-# The password checks a process runs at once (`sign_in`).
+# The password checks a process runs at once (`sign_in`), and the sign-ins that may wait for one (each holding a
+# thread of the API's pool, never a database connection), for at most this long.
 _password_checks = threading.BoundedSemaphore(settings.console_password_checks)
+_waiting_sign_ins = threading.BoundedSemaphore(settings.console_password_checks + 8)
+_CHECK_WAIT_SECONDS = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,8 +129,8 @@ def sign_in(sessions: Sessions, *, username: str, password: str) -> SignedIn | S
     The operator is read in one transaction of `sessions` and the outcome recorded in another: no database
     connection is held while the password is checked (a fifth of a second of scrypt), so a flood of sign-ins cannot
     take the connections partners' requests need. Only `PFSYNC_CONSOLE_PASSWORD_CHECKS` checks run at once in a
-    process; a sign-in past them is refused at once as `busy`, without a check, so a flood costs at most that many
-    cores' worth of scrypt.
+    process, and 8 more sign-ins may wait up to 3 s for their turn; any other is refused at once as `busy`, without
+    a check, so a flood costs at most that many cores' worth of scrypt and a few threads.
     """
     global _dummy_hash
     row = None
@@ -141,17 +144,23 @@ def sign_in(sessions: Sessions, *, username: str, password: str) -> SignedIn | S
             )
     if row is not None and row.locked:
         return SignInRefused(locked=True, retry_after=max(1, int(row.retry_after or 1)))
-    if not _password_checks.acquire(blocking=False):
+    # A few sign-ins may wait their turn (operators signing in together); past them, or after the wait, refused.
+    if not _waiting_sign_ins.acquire(blocking=False):
         return SignInRefused(locked=False, busy=True, retry_after=1)
     try:
-        if row is None:
-            if _dummy_hash is None:
-                _dummy_hash = passwords.hash_password(secrets.token_urlsafe(18))
-            passwords.verify_password(password, _dummy_hash)
-            return SignInRefused(locked=False)
-        matches = passwords.verify_password(password, row.password_hash)
+        if not _password_checks.acquire(timeout=_CHECK_WAIT_SECONDS):
+            return SignInRefused(locked=False, busy=True, retry_after=1)
+        try:
+            if row is None:
+                if _dummy_hash is None:
+                    _dummy_hash = passwords.hash_password(secrets.token_urlsafe(18))
+                passwords.verify_password(password, _dummy_hash)
+                return SignInRefused(locked=False)
+            matches = passwords.verify_password(password, row.password_hash)
+        finally:
+            _password_checks.release()
     finally:
-        _password_checks.release()
+        _waiting_sign_ins.release()
     with sessions() as session:
         if not matches:
             repository.record_failed_sign_in(session, operator_id=row.id)

@@ -304,3 +304,16 @@ def test_a_flood_of_sign_ins_costs_partners_neither_connections_nor_time(console
     assert all(status in (401, 429) for status in statuses), sorted(set(statuses))
     assert statuses.count(429) > statuses.count(401)  # most are refused before any check
     assert max(partner_times) < 1.0, max(partner_times)
+
+
+def test_operators_signing_in_at_the_same_moment_all_get_in(console: Console) -> None:
+    """Password checks run one at a time, but a few sign-ins wait their turn rather than being refused."""
+    operators = [make_operator("viewer") for _ in range(4)]
+
+    def sign_in_now(operator: Operator) -> int:
+        with httpx.Client(base_url=console.url, timeout=30) as client:
+            form = {"username": operator.username, "password": operator.password}
+            return client.post("/console/login", data=form, headers={"Origin": console.url}).status_code
+
+    with ThreadPoolExecutor(len(operators)) as pool:
+        assert list(pool.map(sign_in_now, operators)) == [303] * len(operators)
