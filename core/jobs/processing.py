@@ -37,7 +37,7 @@ from core.jobs.schemas import FINISHED
 from core.jobs.service import get_job
 from core.jobs.status import ChunkState
 from core.models import SyncJob
-from core.partners.repository import hold_live_key
+from core.partners.repository import hold_key_for_job
 from core.records.repository import apply_isolating, read_rows
 from core.records.rules import CANCELLED, FAILED, NamedKeys, Payload, RecordOutcome, Row, Scope, preview
 from core.records.schemas import WRITABLE, parse_record
@@ -207,7 +207,7 @@ def process_chunk(session: Session, *, job_id: str, chunk_no: int, claim: Callab
     # Read afresh: its counters (and a cancel) may have moved since this session last saw it.
     job = session.get(SyncJob, job_id, populate_existing=True)
     assert job is not None
-    if job.api_key_id is not None and not job.dry_run and not hold_live_key(session, key_id=job.api_key_id):
+    if job.api_key_id is not None and not job.dry_run and not hold_key_for_job(session, key_id=job.api_key_id):
         # Revoked (`cancel_jobs_of_key` cancelled the job as it did). Held live, the key's revocation waits for
         # this chunk's transaction: no chunk of a job is applied once its key's revocation has returned.
         repository.request_cancel(session, job_id=job_id)

@@ -49,8 +49,25 @@ def hold_live_key(session: Session, *, key_id: str) -> bool:
     return found is not None
 
 
+# The advisory lock a job's chunk holds (shared) while it is applied, and a revocation takes (exclusive) first: a
+# lock of its own rather than the key's row, which a long batch would otherwise keep from its once-a-minute
+# `last_used_at` (`touch_key` skips a locked row).
+_KEY_JOBS_LOCK = "hashtextextended(:k, 17)"
+
+
+def hold_key_for_job(session: Session, *, key_id: str) -> bool:
+    """Whether the key is live, holding it so for the transaction: a revocation waits for the chunk being applied,
+    and a chunk that starts after the revocation has committed finds the key revoked. False if revoked."""
+    session.execute(text(f"SELECT pg_advisory_xact_lock_shared({_KEY_JOBS_LOCK})"), {"k": key_id})
+    live = session.execute(text("SELECT revoked_at IS NULL FROM api_keys WHERE id = :k"), {"k": key_id}).scalar()
+    return bool(live)
+
+
 def revoke_key(session: Session, *, key_id: str) -> ApiKey | None:
-    """Mark a key revoked now (once: a second revocation keeps the first time); the key, or None if unknown."""
+    """Mark a key revoked now (once: a second revocation keeps the first time); the key, or None if unknown. Waits
+    for the writes that hold the key (`hold_live_key`) and the chunks being applied for its jobs
+    (`hold_key_for_job`)."""
+    session.execute(text(f"SELECT pg_advisory_xact_lock({_KEY_JOBS_LOCK})"), {"k": key_id})
     session.execute(text("UPDATE api_keys SET revoked_at = now() WHERE id = :k AND revoked_at IS NULL"), {"k": key_id})
     return session.get(ApiKey, key_id, populate_existing=True)
 
