@@ -66,27 +66,24 @@ class ParsedBatch:
         return self.offset + len(self.records)
 
     def add(self, kind: str, element: Any) -> None:
-        index = self.offset + len(self.records)
+        index = self.count
         self.records.append(element)
         if element.__class__ is not dict:
             self.rejections[index] = [
                 FieldError("invalid_record", f"a record must be a JSON object, not {_json_type(element)}", None)
             ]
             return
-        # `_key_value`, inline: this runs for every record of every batch.
         for key in _DUPLICATE_KEYS[kind]:
-            value = element.get(key)
-            if value.__class__ is not str:
+            value = _key_value(key, element)
+            if value is None:
                 continue
-            if key == "email_address":
-                value = value.lower()
             buckets = self.key_hashes.get(key)
             if buckets is None:
                 buckets = self.key_hashes[key] = [(array("q"), array("q")) for _ in range(_HASH_BUCKETS)]
             digest = hash(value)
-            hashes, indices = buckets[digest & (_HASH_BUCKETS - 1)]
-            hashes.append(digest)
-            indices.append(index)
+            bucket = buckets[digest & (_HASH_BUCKETS - 1)]
+            bucket[0].append(digest)
+            bucket[1].append(index)
 
     def reject(self, error: FieldError) -> None:
         self.rejections[self.count] = [error]
