@@ -80,9 +80,8 @@ def _probe(table: str, scope_column: str, key: str, column: str, *, also: str = 
     if unless:
         keys = f"(SELECT * FROM {keys} WHERE NOT ({unless}) OFFSET 0) AS k"
     extra = f", {also}" if also else ""
-    picked = f", p.{also.rsplit(' ', 1)[-1]}" if also else ""
     return (
-        f"SELECT p.id{picked} FROM {keys}"
+        f"SELECT p.* FROM {keys}"
         f" CROSS JOIN LATERAL (SELECT id{extra} FROM {table} WHERE {scope_column} = k.s AND {column} = k.v OFFSET 0)"
         " AS p"
     )
@@ -448,26 +447,19 @@ def next_write_seq(session: Session) -> int:
 
 
 def stored_row(session: Session, *, kind: str, record_id: str) -> tuple[Any, ...]:
-    """A business (id, external_id, name, metadata, created_at, updated_at) or a customer (id, business_id,
-    external_id, email_address, phone_number, full_name, metadata, unsubscribed, created_at, updated_at) as
-    stored, metadata parsed: one plain query, no ORM object."""
+    """A business or a customer as the API shows it (`VIEW_COLUMNS`), metadata parsed: one plain query, no ORM
+    object."""
     with driver_connection(session).cursor() as cur:
-        if kind == "businesses":
-            cur.execute(
-                "SELECT id, external_id, name, metadata::text, created_at, updated_at FROM businesses WHERE id = %s",
-                (record_id,),
-            )
-            b = cur.fetchone()
-            assert b is not None
-            return (*b[:3], orjson.loads(b[3]), *b[4:])
-        cur.execute(
-            "SELECT id, business_id, external_id, email_address, phone_number, full_name, metadata::text, "
-            "unsubscribed, created_at, updated_at FROM customers WHERE id = %s",
-            (record_id,),
-        )
-        c = cur.fetchone()
-        assert c is not None
-        return (*c[:6], orjson.loads(c[6]), *c[7:])
+        cur.execute(f"SELECT {_selected(VIEW_COLUMNS[kind])} FROM {kind} WHERE id = %s", (record_id,))
+        row = cur.fetchone()
+    assert row is not None
+    return _view_row(kind, row)
+
+
+def _view_row(kind: str, row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A row of `VIEW_COLUMNS` as read, its metadata (read as text) parsed."""
+    at = VIEW_COLUMNS[kind].index("metadata")
+    return (*row[:at], orjson.loads(row[at]), *row[at + 1 :])
 
 
 # One record in a transaction of its own (the single-record sync routes): the whole sync in two round trips on a
@@ -672,8 +664,7 @@ def finish_single(conn: psycopg.Connection[Any], *, scope: Scope, seq: int, plan
         stored = cur.fetchone()
     if stored is None:
         raise Contended("the insert was lost to a concurrent writer")
-    at = VIEW_COLUMNS[kind].index("metadata")
-    return (*stored[:at], orjson.loads(stored[at]), *stored[at + 1 :])
+    return _view_row(kind, stored)
 
 
 def _written(row: Row, columns: tuple[str, ...]) -> list[Any]:
