@@ -106,17 +106,18 @@ def one_dry_run(request: Request) -> None:
     """422 for a dry run asked ambiguously, so that a write meant as a preview is never applied: `dry_run` given
     more than once (`?dry_run=true&dry_run=false`), or spelled otherwise (`?dryRun=true`)."""
     for name in sorted(_dry_run_spellings(request) - {"dry_run"}):
-        error = FieldError("unknown_parameter", "unknown query parameter; the dry run's is dry_run", name)
-        raise DomainError("validation_error", f"{name}: {error.message}.", 422, [error])
+        raise _parameter_refused("unknown_parameter", "unknown query parameter; the dry run's is dry_run", name)
     if len(request.query_params.getlist("dry_run")) > 1:
-        error = FieldError("invalid_parameter", "given more than once; give it once", "dry_run")
-        raise DomainError("validation_error", f"dry_run: {error.message}.", 422, [error])
+        raise _parameter_refused("invalid_parameter", "given more than once; give it once", "dry_run")
 
 
 async def no_dry_run(request: Request) -> None:
     """422 for a dry run asked of an endpoint that has none (the legacy ones), rather than a real write."""
     for name in sorted(_dry_run_spellings(request)):
-        error = FieldError(
-            "unknown_parameter", "the legacy endpoints have no dry run; POST /sync/… with ?dry_run=true has", name
-        )
-        raise DomainError("validation_error", f"{name}: {error.message}.", 422, [error])
+        message = "the legacy endpoints have no dry run; POST /sync/… with ?dry_run=true has"
+        raise _parameter_refused("unknown_parameter", message, name)
+
+
+def _parameter_refused(code: str, message: str, name: str) -> DomainError:
+    """The 422 `validation_error` of one query parameter."""
+    return DomainError("validation_error", f"{name}: {message}.", 422, [FieldError(code, message, name)])
