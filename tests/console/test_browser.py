@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import WebDriverException
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -46,7 +46,10 @@ def browser() -> Iterator[WebDriver]:
 
 
 def _wait(driver: WebDriver, condition: Any, timeout: float = 15) -> Any:
-    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(condition)
+    # An element found just before the page it is on is replaced (a form posted, a live refresh) goes stale: the
+    # condition is asked again, as for one not found yet.
+    ignored = (NoSuchElementException, StaleElementReferenceException)
+    return WebDriverWait(driver, timeout, poll_frequency=0.1, ignored_exceptions=ignored).until(condition)
 
 
 def sign_in(driver: WebDriver, console: Console, operator: Operator) -> None:
