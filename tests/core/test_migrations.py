@@ -68,3 +68,42 @@ def test_downgrade_to_base_and_upgrade_again(scratch_database_url: str) -> None:
             assert _schema_diff(conn) == []
     finally:
         engine.dispose()
+
+
+def test_customers_are_stored_as_the_model_says_and_a_replace_touches_no_index() -> None:
+    """Half-filled pages (migration 0009, which the model's comparison above does not see): replacing every
+    customer of a business in one transaction, as a batch does, writes each new version beside the old one (a HOT
+    update), so no index gets a new entry. (A version that grows may not fit beside the old one.)"""
+    declared = Base.metadata.tables["customers"].dialect_options["postgresql"]["with"]
+    engine = get_engine()
+    with engine.connect() as conn:
+        raw = conn.connection.driver_connection
+        assert isinstance(raw, psycopg.Connection)
+        found = raw.execute("SELECT reloptions FROM pg_class WHERE oid = 'customers'::regclass").fetchone()
+        options = found[0] if found else None
+        assert options == [f"{key}={value}" for key, value in declared.items()]
+
+        partner, business = f"par_hot{uuid.uuid4().hex[:8]}", f"biz_hot{uuid.uuid4().hex[:8]}"
+        raw.execute("INSERT INTO partners (id, name) VALUES (%s, 'hot')", (partner,))
+        raw.execute("INSERT INTO businesses (id, partner_id, name) VALUES (%s, %s, 'hot')", (business, partner))
+        raw.execute(
+            "INSERT INTO customers (id, business_id, partner_id, external_id, email_address, full_name, metadata)"
+            " SELECT %s || n, %s, %s, 'x' || n, n || '@example.com', 'v1', %s FROM generate_series(1, 500) AS n",
+            (f"cus_hot{uuid.uuid4().hex[:8]}_", business, partner, '{"v": 1}'),
+        )
+        raw.commit()
+        try:
+            raw.execute(
+                "UPDATE customers SET full_name = 'v2', metadata = %s, updated_at = now() WHERE business_id = %s",
+                ('{"v": 2}', business),
+            )
+            (updated, hot) = raw.execute(
+                "SELECT pg_stat_get_xact_tuples_updated(c.oid), pg_stat_get_xact_tuples_hot_updated(c.oid)"
+                " FROM pg_class c WHERE c.oid = 'customers'::regclass"
+            ).fetchone() or (0, 0)
+            assert (updated, hot) == (500, 500)
+        finally:
+            raw.rollback()
+            raw.execute("DELETE FROM businesses WHERE id = %s", (business,))
+            raw.execute("DELETE FROM partners WHERE id = %s", (partner,))
+            raw.commit()
