@@ -10,12 +10,15 @@ nothing, so it never waits for a real write nor makes one wait.
 from __future__ import annotations
 
 import logging
+import math
 import random
+import re
 import time
 import typing
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
@@ -470,9 +473,12 @@ def _view_row(kind: str, row: tuple[Any, ...]) -> tuple[Any, ...]:
 # the driver's Python; a savepoint is not needed, as a contended attempt rolls the whole transaction back.
 #
 # The statements are prepared on the server once a connection (`EXECUTE`): parsing and planning them each time
-# was a third of the CPU the server spent on a sync. The lookups by key are planned afresh on every run all the
-# same (`plan_cache_mode` for the transaction): a generic plan made while the table is empty reads the whole
-# business per key once it has grown (`load_rows`).
+# was a third of the CPU the server spent on a sync. The lookups by key run on the plan PostgreSQL keeps for the
+# statement (its generic plan) once that plan is seen to look every key up by its own index (`_check_plans`):
+# planned afresh on every run, they took another third. A plan made while the table is empty, or before its
+# statistics knew a business that has grown, reads the whole business per key instead (`load_rows`): until the
+# kept plan is a good one, the lookups are planned with their values each time, as the batch path's are. The check
+# is made again every `PLAN_CHECK_SECONDS` on a connection, on a plan made afresh with the statistics of the time.
 
 # What the API shows of a record, in `core.records.service`'s `_StoredBusiness` / `_StoredCustomer` order.
 VIEW_COLUMNS = {
@@ -567,19 +573,84 @@ _SINGLE_STATEMENTS: dict[str, str] = {
         for kind in _KINDS
     },
 }
+# How often a connection's kept plans of the lookups by key are made afresh and checked (`_check_plans`).
+PLAN_CHECK_SECONDS = 60.0
+
+
+@dataclass(slots=True)
+class _Prepared:
+    """A connection's single-sync statements: the kinds whose lookups by key run on the kept plan (the others are
+    planned on every run), and when that was last checked."""
+
+    kept_plan: frozenset[str] = frozenset()
+    checked_at: float = -math.inf
+
+
 # The connections that have them prepared (a connection that is replaced is a new object).
-_prepared: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
+_prepared: weakref.WeakKeyDictionary[psycopg.Connection[Any], _Prepared] = weakref.WeakKeyDictionary()
 
 
-def _prepare_single(conn: psycopg.Connection[Any]) -> None:
-    """Prepare the single sync's statements on this connection, unless it has them (one round trip, once)."""
-    if conn not in _prepared:
-        conn.execute("; ".join(f"PREPARE {name} {text}" for name, text in _SINGLE_STATEMENTS.items()))
-        _prepared.add(conn)
+def _prepare_single(conn: psycopg.Connection[Any]) -> _Prepared:
+    """Prepare the single sync's statements on this connection, unless it has them (one round trip, once), and
+    check the plans of its lookups by key when they are due (`_check_plans`, one round trip a minute)."""
+    prepared = _prepared.get(conn)
+    if prepared is None:
+        prepared = _prepare_all(conn)
+    if time.monotonic() - prepared.checked_at >= PLAN_CHECK_SECONDS:
+        try:
+            _check_plans(conn, prepared)
+        except pgerrors.InvalidSqlStatementName:  # deallocated since they were prepared (`start_single`)
+            prepared = _prepare_all(conn)
+            _check_plans(conn, prepared)
+    return prepared
 
 
-# Around the lookups by key: planned with their values on every run (see above), in that transaction only.
-_CUSTOM_PLANS = "SET LOCAL plan_cache_mode = force_custom_plan"
+def _prepare_all(conn: psycopg.Connection[Any]) -> _Prepared:
+    conn.execute("; ".join(f"PREPARE {name} {text}" for name, text in _SINGLE_STATEMENTS.items()))
+    prepared = _prepared[conn] = _Prepared()
+    return prepared
+
+
+def _check_plans(conn: psycopg.Connection[Any], prepared: _Prepared) -> None:
+    """Make the lookups' kept plans afresh (DEALLOCATE, PREPARE: the statistics may have changed since) and keep
+    them for the kinds where every read goes through an index by a key (`keyed_plan`)."""
+    names = [f"pfsync_single_load_{kind}" for kind in _KINDS]
+    remade = " ".join(f"DEALLOCATE {name}; PREPARE {name} {_SINGLE_STATEMENTS[name]};" for name in names)
+    nulls = {kind: ", ".join(["NULL"] * (len(_PROBES[kind]) + 1)) for kind in _KINDS}
+    explained = " ".join(f"EXPLAIN (FORMAT JSON) EXECUTE pfsync_single_load_{kind}({nulls[kind]});" for kind in _KINDS)
+    with conn.cursor() as cur:
+        cur.execute(f"{remade} SET plan_cache_mode = force_generic_plan; {explained} RESET plan_cache_mode")
+        plans: list[Any] = []
+        while cur.nextset():
+            if cur.description is not None:
+                plans.append(cur.fetchone())
+    kept = frozenset(kind for kind, row in zip(_KINDS, plans, strict=True) if keyed_plan(row[0][0]["Plan"], kind))
+    planned = sorted(set(_KINDS) - kept)
+    if planned and (kept != prepared.kept_plan or prepared.checked_at == -math.inf):
+        log.info("single-sync lookups of %s planned on every run: the kept plan reads by scope", ", ".join(planned))
+    prepared.kept_plan = kept
+    prepared.checked_at = time.monotonic()
+
+
+def keyed_plan(plan: dict[str, Any], kind: str) -> bool:
+    """Whether every read of `kind`'s table in an EXPLAIN (FORMAT JSON) plan is an index lookup by a key or an id,
+    never one by the scope alone (`business_id = …`, which reads the whole business)."""
+    if plan.get("Relation Name") == kind:
+        if plan["Node Type"] not in ("Index Scan", "Index Only Scan"):
+            return False
+        # The condition on the scope taken out (its value may be in parentheses: `(InitPlan 1).col1`), a key's must
+        # be left.
+        keys = re.sub(rf"\({_SCOPE_COLUMN[kind]} = (?:[^()]|\([^()]*\))*\)", "", plan.get("Index Cond", ""))
+        if " = " not in keys:
+            return False
+    return all(keyed_plan(child, kind) for child in plan.get("Plans", ()))
+
+
+# Around the lookups by key: on the kept plan, or planned with their values on every run, in that transaction only.
+_PLAN_MODE = {
+    True: "SET LOCAL plan_cache_mode = force_generic_plan",
+    False: "SET LOCAL plan_cache_mode = force_custom_plan",
+}
 _CACHED_PLANS = "SET LOCAL plan_cache_mode = DEFAULT"
 
 
@@ -603,14 +674,15 @@ def start_single(
     """BEGIN, the write sequence (`seq` when given), the key and business checks and, for a payload, the rows it
     names locked: one round trip. The connection must be in autocommit mode with no transaction open; the
     transaction stays open (`finish_single`, or `roll_back_single`)."""
-    _prepare_single(conn)
+    prepared = _prepare_single(conn)
     kind = scope.kind
     query = "BEGIN; " + _execute("pfsync_single_checks", 4)
     params: list[Any] = [seq, key_id, scope.business_id if kind == "customers" else None, scope.partner_id]
     if payload is not None:
         email = getattr(payload, "email_address", None)
         keys = [payload.id, payload.external_id] + ([email.lower() if email else None] if kind == "customers" else [])
-        query += f"; {_CUSTOM_PLANS}; {_execute(f'pfsync_single_load_{kind}', 1 + len(keys))}; {_CACHED_PLANS}"
+        plan_mode = _PLAN_MODE[kind in prepared.kept_plan]
+        query += f"; {plan_mode}; {_execute(f'pfsync_single_load_{kind}', 1 + len(keys))}; {_CACHED_PLANS}"
         params += [scope.partner_id if kind == "businesses" else scope.business_id, *keys]
     with psycopg.ClientCursor(conn) as cur:
         try:
@@ -619,7 +691,7 @@ def start_single(
             # Deallocated since they were prepared: psycopg deallocates every statement prepared on a connection
             # when a transaction on it rolls back (the session path's included). Prepare them again.
             conn.rollback()
-            _prepared.discard(conn)
+            _prepared.pop(conn, None)
             _prepare_single(conn)
             cur.execute(query, params)
         cur.nextset()

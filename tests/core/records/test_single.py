@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from core.db import autocommit_connection, database_url, session_scope
 from core.errors import DomainError
 from core.records import repository
-from core.records.repository import _CUSTOM_PLANS, _prepare_single, driver_connection
+from core.records.repository import _PLAN_MODE, _prepare_single, driver_connection
 from core.records.rules import Scope
 from core.records.schemas import parse_record
 from core.records.service import sync_alone, sync_one
@@ -130,7 +130,9 @@ def test_the_connection_goes_back_out_of_autocommit_and_idle() -> None:
     assert conn.info.transaction_status == 0
 
 
-def test_a_business_the_statistics_do_not_know_is_read_by_key_not_whole(session: Session) -> None:
+def test_a_business_the_statistics_do_not_know_is_read_by_key_not_whole(
+    session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
     partner = make_partner("single-statistics")
     # The statistics know three businesses of 3000 customers, not the one that grew since: given its id, the
     # planner estimates it at a row and would look its keys up through the first column of any index.
@@ -140,8 +142,10 @@ def test_a_business_the_statistics_do_not_know_is_read_by_key_not_whole(session:
     driver_connection(session).execute("ANALYZE customers")
     _customers(session, partner.partner_id, grown, 3000)
     conn = driver_connection(session)
-    _prepare_single(conn)
-    conn.execute(_CUSTOM_PLANS)  # as the sync plans them
+    monkeypatch.setattr(repository, "PLAN_CHECK_SECONDS", 0.0)  # its kept plan made afresh now
+    prepared = _prepare_single(conn)
+    assert "customers" in prepared.kept_plan  # the kept plan is a good one: the sync runs on it
+    conn.execute(_PLAN_MODE[True])
     explained = psycopg.ClientCursor(conn).execute(
         "EXPLAIN (FORMAT JSON) EXECUTE pfsync_single_load_customers(%s, %s, %s, %s)",
         (grown, f"{grown}_cus_7", "c-1500", "c1600@example.com"),
@@ -158,6 +162,53 @@ def test_a_business_the_statistics_do_not_know_is_read_by_key_not_whole(session:
         if not condition.startswith("(id = "):
             assert "Filter" not in scan, (condition, scan["Filter"])
             assert re.search(r"external_id|lower\(email_address\)|\bid = ", condition), condition
+
+
+def test_the_lookups_run_on_the_kept_plan_once_it_reads_by_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a table its statistics know as empty, the plan PostgreSQL would keep reads a whole business per key: the
+    lookups are planned on every run instead, until a plan made afresh (a minute later) reads by key."""
+    scope, _ = _new_business("kept-plan")
+    url = database_url().replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute("DROP SCHEMA IF EXISTS kept_plan CASCADE")
+        admin.execute("CREATE SCHEMA kept_plan")
+        admin.execute("CREATE TABLE kept_plan.customers (LIKE public.customers INCLUDING ALL)")
+        admin.execute("ANALYZE kept_plan.customers")
+    try:
+        # This connection's customers are that empty table; its businesses and keys are the real ones.
+        with psycopg.connect(url, autocommit=True, options="-c search_path=kept_plan,public") as conn:
+            payload = parse_record("customers", {"external_id": "c-7", "email_address": "c7@example.com"})
+            assert not isinstance(payload, list)
+            assert sync_alone(conn, scope=scope, payload=payload, key_id=None)[0].outcome == "created"
+            assert "customers" not in repository._prepared[conn].kept_plan
+            assert "businesses" in repository._prepared[conn].kept_plan
+
+            conn.execute(
+                "INSERT INTO customers (id, business_id, partner_id, external_id, email_address, last_seq) "
+                "SELECT %(b)s || '_cus_' || g, %(b)s, %(p)s, 'c-' || g, 'c' || g || '@example.com', 0 "
+                "FROM generate_series(8, 20000) AS g",
+                {"b": scope.business_id, "p": scope.partner_id},
+            )
+            # Not due yet: the lookups are still planned on every run, and find the record.
+            assert sync_alone(conn, scope=scope, payload=payload, key_id=None)[0].outcome == "unchanged"
+            assert "customers" not in repository._prepared[conn].kept_plan
+            monkeypatch.setattr(repository, "PLAN_CHECK_SECONDS", 0.0)
+            changed = parse_record(
+                "customers", {"external_id": "c-7", "email_address": "c7@example.com", "full_name": "Seven"}
+            )
+            assert not isinstance(changed, list)
+            outcome, view = sync_alone(conn, scope=scope, payload=changed, key_id=None)
+            assert (outcome.outcome, view["full_name"]) == ("replaced", "Seven")
+            assert "customers" in repository._prepared[conn].kept_plan
+            # A record whose keys two stored rows hold is found whole on the kept plan too.
+            clash = parse_record("customers", {"external_id": "c-9", "email_address": "c10@example.com"})
+            assert not isinstance(clash, list)
+            with pytest.raises(DomainError) as raised:
+                sync_alone(conn, scope=scope, payload=clash, key_id=None)
+            assert raised.value.code == "email_address_taken"
+    finally:
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute("DROP SCHEMA kept_plan CASCADE")
 
 
 def test_statements_deallocated_since_they_were_prepared_are_prepared_again() -> None:
@@ -185,3 +236,21 @@ def test_the_business_cannot_be_deleted_while_a_sync_of_its_customer_is_in_fligh
             other.execute("DELETE FROM businesses WHERE id = %s", (scope.business_id,))
         other.rollback()
         repository.roll_back_single(conn)
+
+
+@pytest.mark.parametrize(
+    ("condition", "keyed"),
+    [
+        ("((business_id = $0) AND (external_id = $1))", True),
+        ("(id = $1)", True),
+        ("(business_id = $0)", False),
+        # PostgreSQL 16 on names an initplan's value by the plan
+        ("((business_id = (InitPlan 1).col1) AND (lower(email_address) = (InitPlan 2).col1))", True),
+        ("(business_id = (InitPlan 1).col1)", False),
+    ],
+)
+def test_a_plan_is_kept_only_when_each_read_is_by_a_key(condition: str, keyed: bool) -> None:
+    scan = {"Node Type": "Index Scan", "Relation Name": "customers", "Index Cond": condition}
+    read = {"Node Type": "Index Scan", "Relation Name": "customers", "Index Cond": "(id = customers.id)"}
+    assert repository.keyed_plan({"Node Type": "Nested Loop", "Plans": [scan, read]}, "customers") is keyed
+    assert not repository.keyed_plan({"Node Type": "Seq Scan", "Relation Name": "customers"}, "customers")
