@@ -34,7 +34,7 @@ class Settings(BaseSettings):
     legacy_max_batch_records: int = Field(default=1000, ge=1)
     job_retention_days: int = Field(default=30, ge=1)
     idempotency_ttl_hours: int = Field(default=24, ge=1)
-    chunk_size: int = Field(default=1000, ge=1, le=20_000)
+    chunk_size: int = Field(default=2000, ge=1, le=20_000)
     job_parallelism: int = Field(default=2, ge=1)
     max_active_jobs_per_partner: int = Field(default=4, ge=1)
     lease_seconds: int = Field(default=30, ge=2, le=3600)
