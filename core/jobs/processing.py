@@ -227,7 +227,9 @@ def process_chunk(session: Session, *, job_id: str, chunk_no: int, claim: Callab
             outcomes = _preview_chunk(session, job, chunk_no, scope, records)
         else:
             assert job.seq is not None
-            outcomes = apply_isolating(session, scope=scope, seq=job.seq, records=records)
+            # No record of the job so far found a stored one (an initial load): this chunk's are likely new too.
+            assume_new = not (job.replaced or job.unchanged or job.superseded)
+            outcomes = apply_isolating(session, scope=scope, seq=job.seq, records=records, assume_new=assume_new)
         for outcome in outcomes:
             if outcome.external_id is None and outcome.index in labels:
                 outcome.external_id = labels[outcome.index]

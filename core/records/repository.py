@@ -306,31 +306,45 @@ def apply_records(
     seq: int,
     records: Sequence[tuple[int, Payload | list[FieldError]]],
     create_only: bool = False,
+    assume_new: bool = False,
 ) -> list[RecordOutcome]:
     """Apply records by the sync rules inside the session's transaction; return each record's outcome.
 
-    `create_only`: see `core.records.rules.plan_records`.
+    `create_only`: see `core.records.rules.plan_records`. `assume_new`: the records are likely all new (a job none
+    of whose records so far found a stored one), so they are first planned without reading any row: as creates,
+    written by the INSERT alone. Any key a stored row holds fails that INSERT (a unique violation, as a key a
+    concurrent writer took does): rolled back to the savepoint, the records are then planned over the rows they
+    name, as always. A record naming its row by `id` must find it: then the rows are read first.
     """
     prefix = "biz" if scope.kind == "businesses" else "cus"
-    for attempt in range(1, MAX_ATTEMPTS + 1):
+
+    def attempt(rows_read: bool) -> list[RecordOutcome]:
+        with _savepoint(session) as conn, conn.cursor() as cur:
+            rows = load_rows(cur, scope, records) if rows_read else []
+            plan = plan_records(
+                scope=scope,
+                seq=seq,
+                records=records,
+                rows=rows,
+                new_id=lambda: ids.new_id(prefix),
+                create_only=create_only,
+            )
+            write_plan(cur, scope, seq, plan)
+            return plan.outcomes
+
+    if assume_new and not create_only and not any(not isinstance(p, list) and p.id is not None for _, p in records):
         try:
-            with _savepoint(session) as conn, conn.cursor() as cur:
-                rows = load_rows(cur, scope, records)
-                plan = plan_records(
-                    scope=scope,
-                    seq=seq,
-                    records=records,
-                    rows=rows,
-                    new_id=lambda: ids.new_id(prefix),
-                    create_only=create_only,
-                )
-                write_plan(cur, scope, seq, plan)
-                return plan.outcomes
+            return attempt(rows_read=False)
         except (Contended, *RETRYABLE) as exc:
-            if attempt == MAX_ATTEMPTS:
+            log.debug("records not all new (%s): planned over the rows they name", type(exc).__name__)
+    for number in range(1, MAX_ATTEMPTS + 1):
+        try:
+            return attempt(rows_read=True)
+        except (Contended, *RETRYABLE) as exc:
+            if number == MAX_ATTEMPTS:
                 raise
-            log.info("sync contended (%s), attempt %d: %s", type(exc).__name__, attempt, exc)
-            time.sleep(random.uniform(0, 0.02 * attempt))
+            log.info("sync contended (%s), attempt %d: %s", type(exc).__name__, number, exc)
+            time.sleep(random.uniform(0, 0.02 * number))
     raise AssertionError("unreachable")
 
 
@@ -340,11 +354,12 @@ def apply_isolating(
     scope: Scope,
     seq: int,
     records: Sequence[tuple[int, Payload | list[FieldError]]],
+    assume_new: bool = False,
 ) -> list[RecordOutcome]:
     """`apply_records`, but a record the database rejects fails alone: the list is split in halves until the
     bad records are isolated (a savepoint per half, never one per row)."""
     try:
-        return apply_records(session, scope=scope, seq=seq, records=records)
+        return apply_records(session, scope=scope, seq=seq, records=records, assume_new=assume_new)
     except (psycopg.DataError, psycopg.IntegrityError) as exc:
         if len(records) == 1:
             index = records[0][0]
@@ -353,9 +368,9 @@ def apply_isolating(
             error = FieldError("rejected_by_database", f"the database refused this record: {message}", None)
             return [RecordOutcome(index, "failed", errors=[error])]
         middle = len(records) // 2
-        return apply_isolating(session, scope=scope, seq=seq, records=records[:middle]) + apply_isolating(
-            session, scope=scope, seq=seq, records=records[middle:]
-        )
+        return apply_isolating(
+            session, scope=scope, seq=seq, records=records[:middle], assume_new=assume_new
+        ) + apply_isolating(session, scope=scope, seq=seq, records=records[middle:], assume_new=assume_new)
 
 
 def read_rows(

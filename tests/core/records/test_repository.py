@@ -245,3 +245,84 @@ def test_an_email_held_by_another_customer_than_the_one_named_is_still_found(ses
     assert sorted(loaded({"external_id": "c-1", "email_address": "c2@example.com"})) == ["c-1", "c-2"]
     assert sorted(loaded({"id": f"{business}_cus_3", "email_address": "c2@example.com"})) == ["c-2", "c-3"]
     assert loaded({"external_id": "new", "email_address": "c3@example.com"}) == ["c-3"]
+
+
+# --- records assumed new (a job none of whose records so far found a stored one) ----------------------------------
+
+
+def _index_scans(session: Session, index: str) -> int:
+    """Scans of an index in the session's transaction so far."""
+    found = driver_connection(session).execute("SELECT pg_stat_get_xact_numscans(%s::regclass)", (index,)).fetchone()
+    assert found is not None
+    return int(found[0])
+
+
+def _apply(session: Session, scope: Scope, records: list[dict[str, Any]], *, assume_new: bool) -> list[Any]:
+    payloads = [(i, parse_record("customers", r)) for i, r in enumerate(records)]
+    seq = next_write_seq(session)
+    outcomes = apply_records(session, scope=scope, seq=seq, records=payloads, assume_new=assume_new)
+    return [(o.outcome, [e.code for e in o.errors]) for o in outcomes]
+
+
+def test_records_assumed_new_are_created_without_a_lookup(session: Session) -> None:
+    partner = make_partner("assumed-new")
+    scope = Scope("customers", partner.partner_id, _business(session, partner.partner_id, "assumed-new"))
+    before = _index_scans(session, "uq_customers_business_external_id")
+    records = [{"external_id": f"n-{i}", "email_address": f"n{i}@example.com"} for i in range(50)]
+    assert _apply(session, scope, records, assume_new=True) == [("created", [])] * 50
+    assert _index_scans(session, "uq_customers_business_external_id") == before  # no key was looked up
+    # Not assumed new, the same kind of records are looked up first.
+    more = [{"external_id": f"m-{i}"} for i in range(5)]
+    assert _apply(session, scope, more, assume_new=False) == [("created", [])] * 5
+    assert _index_scans(session, "uq_customers_business_external_id") > before
+
+
+def test_records_assumed_new_that_are_not_get_the_same_outcomes(session: Session) -> None:
+    """One stored key among them fails the INSERT that assumed none: they are planned over the rows they name,
+    with every outcome as if nothing had been assumed, and nothing of the first try is left."""
+    partner = make_partner("not-new")
+    scopes = [
+        Scope("customers", partner.partner_id, _business(session, partner.partner_id, f"not-new-{n}")) for n in (1, 2)
+    ]
+    stored = [
+        {"external_id": "kept", "email_address": "kept@example.com"},
+        {"external_id": "mail", "email_address": "taken@example.com"},
+    ]
+    records = [
+        {"external_id": "fresh-1", "email_address": "fresh1@example.com"},
+        {"external_id": "kept", "email_address": "kept@example.com", "full_name": "Kept"},
+        {"external_id": "fresh-2", "email_address": "TAKEN@example.com"},
+        {"external_id": "fresh-3"},
+        {"full_name": "nobody"},
+    ]
+    results = []
+    for scope, assume_new in zip(scopes, (True, False), strict=True):
+        assert _apply(session, scope, stored, assume_new=False) == [("created", [])] * 2
+        results.append(_apply(session, scope, records, assume_new=assume_new))
+    assert (
+        results[0]
+        == results[1]
+        == [
+            ("created", []),
+            ("replaced", []),
+            ("failed", ["email_address_taken"]),
+            ("created", []),
+            ("failed", ["missing_identifier"]),
+        ]
+    )
+    for scope in scopes:
+        rows = driver_connection(session).execute(
+            "SELECT external_id, full_name FROM customers WHERE business_id = %s ORDER BY external_id",
+            (scope.business_id,),
+        )
+        assert rows.fetchall() == [("fresh-1", None), ("fresh-3", None), ("kept", "Kept"), ("mail", None)]
+
+
+def test_a_record_named_by_id_is_looked_up_even_if_records_are_assumed_new(session: Session) -> None:
+    partner = make_partner("by-id")
+    scope = Scope("customers", partner.partner_id, _business(session, partner.partner_id, "by-id"))
+    payloads = [(0, parse_record("customers", {"external_id": "one"}))]
+    (created,) = apply_records(session, scope=scope, seq=next_write_seq(session), records=payloads)
+    assert created.id is not None
+    named = [{"id": created.id, "external_id": "one", "full_name": "One"}, {"external_id": "two"}]
+    assert _apply(session, scope, named, assume_new=True) == [("replaced", []), ("created", [])]
