@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -39,7 +39,20 @@ from core.jobs.status import ChunkState
 from core.models import SyncJob
 from core.partners.repository import hold_key_for_job
 from core.records.repository import apply_isolating, read_rows
-from core.records.rules import CANCELLED, FAILED, NamedKeys, Payload, RecordOutcome, Row, Scope, preview
+from core.records.rules import (
+    CANCELLED,
+    CREATED,
+    FAILED,
+    REPLACED,
+    SUPERSEDED,
+    UNCHANGED,
+    NamedKeys,
+    Payload,
+    RecordOutcome,
+    Row,
+    Scope,
+    preview,
+)
 from core.records.schemas import WRITABLE, parse_record
 from core.webhooks.service import enqueue_job_finished
 
@@ -109,6 +122,36 @@ def _decode(
                 labels[index] = xid
         records.append((index, parsed))
     return records, labels
+
+
+# Jobs some of whose records this process found stored (their keys held by stored rows), the most recent last:
+# their later chunks read the rows before writing (`_likely_new`). Bounded, the oldest forgotten first.
+_FOUND_STORED: OrderedDict[str, None] = OrderedDict()
+_FOUND_STORED_LIMIT = 1024
+# The outcomes and errors that only a record whose key a stored row holds can have.
+_STORED_OUTCOMES = frozenset((REPLACED, UNCHANGED, SUPERSEDED))
+_STORED_ERRORS = frozenset(("email_address_taken", "external_id_conflict"))
+
+
+def _likely_new(job: SyncJob) -> bool:
+    """Whether a chunk's records are likely all new (`apply_records`' `assume_new`): no record of its job so far
+    found a stored one (an initial load), by the job's counters or, for failures, by what this process saw."""
+    return not (job.replaced or job.unchanged or job.superseded) and job.id not in _FOUND_STORED
+
+
+def _found_stored(outcomes: list[RecordOutcome]) -> bool:
+    return any(
+        o.outcome in _STORED_OUTCOMES or any(e.code in _STORED_ERRORS for e in o.errors)
+        for o in outcomes
+        if o.outcome != CREATED
+    )
+
+
+def _remember_found_stored(job_id: str) -> None:
+    _FOUND_STORED[job_id] = None
+    _FOUND_STORED.move_to_end(job_id)
+    while len(_FOUND_STORED) > _FOUND_STORED_LIMIT:
+        _FOUND_STORED.popitem(last=False)
 
 
 def _finish(
@@ -227,9 +270,10 @@ def process_chunk(session: Session, *, job_id: str, chunk_no: int, claim: Callab
             outcomes = _preview_chunk(session, job, chunk_no, scope, records)
         else:
             assert job.seq is not None
-            # No record of the job so far found a stored one (an initial load): this chunk's are likely new too.
-            assume_new = not (job.replaced or job.unchanged or job.superseded)
+            assume_new = _likely_new(job)
             outcomes = apply_isolating(session, scope=scope, seq=job.seq, records=records, assume_new=assume_new)
+            if assume_new and _found_stored(outcomes):
+                _remember_found_stored(job.id)
         for outcome in outcomes:
             if outcome.external_id is None and outcome.index in labels:
                 outcome.external_id = labels[outcome.index]
