@@ -16,6 +16,8 @@ hostile one) and B (the bystander), and while B syncs one business after another
   or per-record metadata_too_deep; the partner's list still reads;
 - bad-credentials: NUL, non-UTF-8 and garbage in HTTP Basic credentials: 401;
 - big-json: a 100 000-record, ~126 MiB batch as a JSON envelope and as NDJSON: 202, the API's RSS grows ≤ 100 MB;
+- fat-records: a ~100 MiB JSON batch of 110 records of ~0.9 MiB (and two over 1 MiB): 202, the API's RSS grows
+  ≤ 100 MB, every record fails alone (metadata_too_large, record_too_large), no worker process grows by 100 MB;
 - huge-ints: 2**70, 1e400 and -2**63-1 in metadata: invalid_number, single (422) and per record in a batch;
 - unknown-fields: 10 000 unknown fields in one record: a small 422, and a bounded error list in a batch's results;
 - repeated-invalid: two records sharing an invalid email: each is reported invalid_email and duplicate_in_batch;
@@ -64,6 +66,7 @@ PROBES = (
     "deep-nesting",
     "bad-credentials",
     "big-json",
+    "fat-records",
     "huge-ints",
     "unknown-fields",
     "repeated-invalid",
@@ -744,6 +747,51 @@ class Abuse:
                     cancel = a.post(f"/jobs/{answer.json()['id']}/cancel")
                     row.see(cancel.status_code)
 
+    def fat_records(self, row: Row) -> None:
+        """Few records, each nearly as large as a record may be: a chunk is cut at 4 MiB of them (MAX_CHUNK_BYTES),
+        not only at PFSYNC_CHUNK_SIZE records, so neither the API nor a worker holds the whole batch parsed."""
+        fat = {f"k{i}": i for i in range(60_000)}  # ~0.85 MiB of JSON, 60 000 Python objects a record
+        records = [{"external_id": f"fat-{i:03d}", "name": "Fat", "metadata": fat} for i in range(110)]
+        records[40:40] = [
+            {"external_id": f"too-large-{i}", "name": "Too", "metadata": {"pad": "x" * 1_200_000}} for i in range(2)
+        ]
+        body = orjson.dumps({"businesses": records})
+        del records
+        row.sent = f"{len(body) / 2**20:.0f} MiB JSON batch: 110 records of 0.85 MiB, 2 of 1.1 MiB"
+        row.expected = (
+            f"202; API RSS growth ≤ {self.args.max_rss_mb} MB; each record fails alone; a worker ≤ 100 MB more"
+        )
+        pool = [p for child in self.drill.workers for p in psutil.Process(child.proc.pid).children(recursive=True)]
+        base = {p.pid: p.memory_info().rss for p in pool}
+
+        def largest_growth() -> int:
+            """The most any one worker pool process grew since the upload started."""
+            grown = 0
+            for p in pool:
+                with contextlib.suppress(psutil.Error):
+                    grown = max(grown, p.memory_info().rss - base[p.pid])
+            return grown
+
+        with self.client(self.a_auth, timeout=300) as a:
+            api_before = tree_rss(self.api.proc.pid)
+            with Watcher(lambda: tree_rss(self.api.proc.pid), 0.05) as api_rss, Watcher(largest_growth, 0.05) as w_rss:
+                answer = a.post("/sync/businesses/batch", content=body, headers={"Content-Type": "application/json"})
+                row.see(answer.status_code)
+                results = self.results_of(a, answer) if answer.status_code == 202 else []
+            api_growth, workers_growth = max(0, api_rss.peak - api_before), max(0, w_rss.peak)
+        codes = Counter(e["code"] for r in results for e in r["errors"])
+        row.notes |= {
+            "api_rss_growth_mb": round(api_growth / MB, 1),
+            "worker_rss_growth_mb": round(workers_growth / MB, 1),
+        }
+        row.notes["error_codes"] = dict(codes)
+        row.figures.append(f"API RSS +{api_growth / MB:.0f} MB, a worker process +{workers_growth / MB:.0f} MB at most")
+        row.check(answer.status_code == 202, f"{answer.status_code} {answer.text[:200]}")
+        row.check(api_growth <= self.args.max_rss_mb * MB, f"API RSS grew {api_growth / MB:.0f} MB")
+        row.check(workers_growth <= 100 * MB, f"a worker process grew {workers_growth / MB:.0f} MB")
+        row.check(len(results) == 112 and all(r["outcome"] == "failed" for r in results), f"results: {codes}")
+        row.check(codes == Counter({"metadata_too_large": 110, "record_too_large": 2}), f"errors: {dict(codes)}")
+
     def huge_ints(self, row: Row) -> None:
         values = [b"1180591620717411303424", b"1e400", b"-9223372036854775809"]
         row.sent = "metadata n = 2**70, 1e400, -2**63-1: single, JSON and NDJSON batch (wait=30)"
@@ -1066,6 +1114,7 @@ class Abuse:
             ("deep-nesting", self.deep_nesting),
             ("bad-credentials", self.bad_credentials),
             ("big-json", self.big_json),
+            ("fat-records", self.fat_records),
             ("huge-ints", self.huge_ints),
             ("unknown-fields", self.unknown_fields),
             ("repeated-invalid", self.repeated_invalid),

@@ -141,6 +141,7 @@ def _store(
                     webhook_url=webhook_url,
                     dry_run=dry_run,
                     api_key_id=request.state.key_id,
+                    consumed=body.file.tell,
                 )
             after_commit(session, lambda: publish_chunks(accepted.to_publish))
             job = accepted.job

@@ -7,7 +7,8 @@ the broker a window at a time (core.jobs.admission).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import groupby
@@ -24,7 +25,7 @@ from core.jobs import repository
 from core.jobs.admission import ChunkKey, admit_jobs, release_window
 from core.jobs.schemas import COUNTERS, FINISHED
 from core.models import SyncJob
-from core.records.batch import Chunk, ParsedBatch, RecordsAt, check_count, duplicate_errors
+from core.records.batch import MAX_CHUNK_BYTES, Chunk, ParsedBatch, RecordsAt, check_count, duplicate_errors
 from core.records.repository import driver_connection
 from core.records.service import next_write_seq
 
@@ -46,12 +47,15 @@ def accept_batch(
     webhook_url: str | None = None,
     dry_run: bool = False,
     api_key_id: str | None = None,
+    consumed: Callable[[], int] | None = None,
 ) -> Accepted:
     """Store a job and every record, chunk by chunk as the elements arrive; return the chunks to publish once
     the transaction commits. An element that is a `FieldError` (an NDJSON line that was not JSON) fails alone.
 
     A real job is an accepted write and takes its write sequence now (SPEC §3 rule 7); a dry run takes none.
-    `api_key_id` is the key that submitted it (the console shows it).
+    `api_key_id` is the key that submitted it (the console shows it). `consumed`: how many bytes of the body the
+    elements were parsed from so far; given, a chunk is cut at MAX_CHUNK_BYTES of them too, and a record larger
+    than MAX_RECORD_BYTES fails with `record_too_large`.
     """
     job = SyncJob(
         id=ids.new_id(ids.JOB),
@@ -74,42 +78,51 @@ def accept_batch(
     size = settings.chunk_size
     limit = settings.max_batch_records
     batch = ParsedBatch()
-    chunk_no = 0
+    starts: list[int] = []  # each chunk's first index
+    read = consumed() if consumed is not None else 0  # bytes of the body read before the pending records
+    chunk_start = read
     with driver_connection(session).cursor() as cur:
         for element in elements:
+            before = read
+            if consumed is not None:
+                read = consumed()
             if isinstance(element, FieldError):
                 batch.reject(element)
+            elif consumed is not None:
+                batch.add_sized(kind, element, read - before)
             else:
                 batch.add(kind, element)
             if batch.count > limit:
                 check_count(batch.count)
-            if len(batch.records) >= size:
-                _store_chunk(cur, job.id, batch.cut(kind, chunk_no, size))
-                chunk_no += 1
+            if len(batch.records) >= size or read - chunk_start >= MAX_CHUNK_BYTES:
+                starts.append(batch.offset)
+                _store_chunk(cur, job.id, batch.cut(kind, len(starts) - 1, len(batch.records)))
+                chunk_start = read
         check_count(batch.count)
         if batch.records:
-            _store_chunk(cur, job.id, batch.cut(kind, chunk_no, size))
-            chunk_no += 1
+            starts.append(batch.offset)
+            _store_chunk(cur, job.id, batch.cut(kind, len(starts) - 1, len(batch.records)))
         by_chunk: dict[int, dict[str, list[dict[str, Any]]]] = {}
-        for index, errors in duplicate_errors(batch, _stored_records(cur, job.id, size)).items():
-            by_chunk.setdefault(index // size, {})[str(index % size)] = [e.as_dict() for e in errors]
+        for index, errors in duplicate_errors(batch, _stored_records(cur, job.id, starts)).items():
+            chunk_no = bisect_right(starts, index) - 1
+            by_chunk.setdefault(chunk_no, {})[str(index - starts[chunk_no])] = [e.as_dict() for e in errors]
         if by_chunk:
             repository.add_rejections(cur, job_id=job.id, by_chunk=by_chunk)
         repository.set_job_size(
-            cur, job_id=job.id, total=batch.count, chunk_count=chunk_no, names_ids=bool(batch.key_hashes.get("id"))
+            cur, job_id=job.id, total=batch.count, chunk_count=len(starts), names_ids=bool(batch.key_hashes.get("id"))
         )
     to_publish = admit_jobs(session, partner_id)
     session.refresh(job)
     return Accepted(job, to_publish)
 
 
-def _stored_records(cur: psycopg.Cursor[Any], job_id: str, size: int) -> RecordsAt:
-    """Read records of a job back from its stored chunks, one chunk in memory at a time (for the few records
-    duplicate detection needs to compare)."""
+def _stored_records(cur: psycopg.Cursor[Any], job_id: str, starts: Sequence[int]) -> RecordsAt:
+    """Read records of a job back from its stored chunks (`starts`: each one's first index), one chunk in memory at
+    a time (for the few records duplicate detection needs to compare)."""
 
     def records_at(indices: Sequence[int]) -> dict[int, Any]:
         found: dict[int, Any] = {}
-        for chunk_no, members in groupby(sorted(indices), key=lambda index: index // size):
+        for chunk_no, members in groupby(sorted(indices), key=lambda index: bisect_right(starts, index) - 1):
             first_index, payload = repository.chunk_payload(cur, job_id=job_id, chunk_no=chunk_no)
             elements = orjson.loads(payload)
             for index in members:

@@ -29,6 +29,13 @@ _KEY_ORDER = _DUPLICATE_KEYS["customers"]
 _HASH_BUCKETS = 16
 # One record of a batch, as sent (the same bound as a single sync's body).
 MAX_RECORD_BYTES = 1024 * 1024
+# A chunk holds at most this many bytes of the body's records, besides PFSYNC_CHUNK_SIZE records: a batch of large
+# records is cut into more chunks, so that neither the API accepting it nor a worker applying a chunk holds more
+# than this of it at once (a record of up to MAX_RECORD_BYTES past it).
+MAX_CHUNK_BYTES = 2 * 1024 * 1024
+# How far ahead of the element it yields the JSON parser may have read (ijson's buffer): a record's share of the
+# bytes read is at least its size less this.
+_READ_AHEAD = 64 * 1024
 
 
 @dataclass(slots=True)
@@ -88,6 +95,25 @@ class ParsedBatch:
     def reject(self, error: FieldError) -> None:
         self.rejections[self.count] = [error]
         self.records.append(None)
+
+    def add_sized(self, kind: str, element: Any, read: int) -> None:
+        """`add` an element of which `read` bytes of the body were read since the one before; one whose JSON is
+        larger than MAX_RECORD_BYTES fails with `record_too_large` (as an NDJSON line does), and only its keys
+        are kept (for duplicate detection and its result's label)."""
+        if read <= MAX_RECORD_BYTES - _READ_AHEAD or element.__class__ is not dict:
+            self.add(kind, element)
+            return
+        try:
+            size = len(json_input.to_json(element))
+        except TypeError:  # a value JSON cannot carry: found as the chunk is cut (`_storable`)
+            size = read
+        if size <= MAX_RECORD_BYTES:
+            self.add(kind, element)
+            return
+        index = self.count
+        self.add(kind, {key: element[key] for key in _KEY_ORDER if isinstance(element.get(key), str)})
+        message = f"the record is {size} bytes of JSON; the limit is {MAX_RECORD_BYTES}"
+        self.rejections[index] = [FieldError("record_too_large", message, None)]
 
     def cut(self, kind: str, chunk_no: int, size: int) -> Chunk:
         """Take the first `size` pending records off as a chunk."""
@@ -156,7 +182,7 @@ def json_elements(kind: str, body: IO[bytes]) -> Iterator[Any]:
     guard = DepthGuard(body)
     count = 0
     try:
-        for element in ijson.items(guard, f"{kind}.item", use_float=False):
+        for element in ijson.items(guard, f"{kind}.item", use_float=False, buf_size=_READ_AHEAD):
             count += 1
             yield element
         if count == 0:

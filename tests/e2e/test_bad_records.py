@@ -120,6 +120,20 @@ def test_an_ndjson_line_over_a_mebibyte_fails_alone(client, worker, business) ->
     ]
 
 
+def test_a_json_record_over_a_mebibyte_fails_alone(client, worker, business) -> None:  # noqa: ARG001
+    """As an NDJSON line does: the records around it are synced, and its result is labelled by its external_id."""
+    huge = {"external_id": "huge", "metadata": {"text": "x" * (1024 * 1024)}}
+    body = orjson.dumps({"customers": [{"external_id": "before"}, huge, {"external_id": "after"}]})
+    response = client.post(batch_url(business["id"]), content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 202, response.text
+    results = all_results(client, wait_job(client, response.json()["id"])["id"])
+    assert [(r["outcome"], r["external_id"], [e["code"] for e in r["errors"]]) for r in results] == [
+        ("created", "before", []),
+        ("failed", "huge", ["record_too_large"]),
+        ("created", "after", []),
+    ]
+
+
 @pytest.mark.parametrize("depth", [17, 252, 253, 300])
 def test_ndjson_metadata_nested_too_deep_fails_alone(client, worker, business, depth) -> None:  # noqa: ARG001
     metadata = b'{"a":' * (depth - 1) + b"{}" + b"}" * (depth - 1)

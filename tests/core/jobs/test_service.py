@@ -3,8 +3,11 @@ found at acceptance kept whole when one record has several."""
 
 from __future__ import annotations
 
+import io
 from decimal import Decimal
+from itertools import accumulate
 
+import orjson
 import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session
@@ -12,6 +15,7 @@ from sqlalchemy.orm import Session
 from core.config import settings
 from core.errors import DomainError
 from core.jobs.service import accept_batch
+from core.records.batch import MAX_CHUNK_BYTES, MAX_RECORD_BYTES, json_elements
 from tests.conftest import PartnerKey
 
 
@@ -52,3 +56,61 @@ def test_an_empty_batch_is_refused(session: Session, partner: PartnerKey) -> Non
     with pytest.raises(DomainError) as refused:
         accept_batch(session, partner_id=partner.partner_id, kind="businesses", business_id=None, elements=[])
     assert refused.value.code == "empty_batch"
+
+
+def _chunks(session: Session, job_id: str) -> list[tuple[int, int, int]]:
+    rows = session.execute(
+        text("SELECT first_index, record_count, length(payload) FROM job_chunks WHERE job_id = :j ORDER BY chunk_no"),
+        {"j": job_id},
+    )
+    return [tuple(row) for row in rows.all()]
+
+
+def test_a_batch_of_large_records_is_cut_by_bytes_too(session: Session, partner: PartnerKey) -> None:
+    """However few its records, no chunk holds much more than MAX_CHUNK_BYTES of them: neither the API accepting
+    the batch nor the worker applying a chunk holds more at once. Duplicates are found across those chunks."""
+    body = [{"external_id": f"big-{i}", "name": "x" * 200, "metadata": {"text": "y" * 600_000}} for i in range(20)]
+    body[17]["external_id"] = "big-3"  # in another chunk than its twin
+    document = orjson.dumps({"businesses": body})
+    file = io.BytesIO(document)
+    accepted = accept_batch(
+        session,
+        partner_id=partner.partner_id,
+        kind="businesses",
+        business_id=None,
+        elements=json_elements("businesses", file),
+        consumed=file.tell,
+    )
+    chunks = _chunks(session, accepted.job.id)
+    assert accepted.job.total == 20
+    assert len(chunks) == accepted.job.chunk_count >= 3
+    assert [first for first, _, _ in chunks] == list(accumulate([0] + [count for _, count, _ in chunks[:-1]]))
+    assert sum(count for _, count, _ in chunks) == 20
+    for _, count, stored in chunks:
+        assert count < settings.chunk_size
+        assert stored <= MAX_CHUNK_BYTES + MAX_RECORD_BYTES
+    assert _rejections(session, accepted.job.id) == {3: ["duplicate_in_batch"], 17: ["duplicate_in_batch"]}
+
+
+def test_a_json_record_over_a_mebibyte_fails_alone_and_only_its_keys_are_kept(
+    session: Session, partner: PartnerKey
+) -> None:
+    body = [
+        {"external_id": "before", "name": "B"},
+        {"external_id": "huge", "name": "H", "metadata": {"text": "z" * (MAX_RECORD_BYTES + 10)}},
+        {"external_id": "after", "name": "A"},
+    ]
+    file = io.BytesIO(orjson.dumps({"businesses": body}))
+    accepted = accept_batch(
+        session,
+        partner_id=partner.partner_id,
+        kind="businesses",
+        business_id=None,
+        elements=json_elements("businesses", file),
+        consumed=file.tell,
+    )
+    assert _rejections(session, accepted.job.id) == {1: ["record_too_large"]}
+    (payload,) = session.execute(
+        text("SELECT payload FROM job_chunks WHERE job_id = :j"), {"j": accepted.job.id}
+    ).scalars()
+    assert orjson.loads(payload)[1] == {"external_id": "huge"}
