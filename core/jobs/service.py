@@ -25,7 +25,15 @@ from core.jobs import repository
 from core.jobs.admission import ChunkKey, admit_jobs, release_window
 from core.jobs.schemas import COUNTERS, FINISHED
 from core.models import SyncJob
-from core.records.batch import MAX_CHUNK_BYTES, Chunk, ParsedBatch, RecordsAt, check_count, duplicate_errors
+from core.records.batch import (
+    MAX_CHUNK_BYTES,
+    SIZE_CHECKED_PAST,
+    Chunk,
+    ParsedBatch,
+    RecordsAt,
+    check_count,
+    duplicate_errors,
+)
 from core.records.repository import driver_connection
 from core.records.service import next_write_seq
 
@@ -88,7 +96,7 @@ def accept_batch(
                 read = consumed()
             if isinstance(element, FieldError):
                 batch.reject(element)
-            elif consumed is not None:
+            elif read - before > SIZE_CHECKED_PAST:  # large enough to be too large
                 batch.add_sized(kind, element, read - before)
             else:
                 batch.add(kind, element)

@@ -34,8 +34,9 @@ MAX_RECORD_BYTES = 1024 * 1024
 # than this of it at once (a record of up to MAX_RECORD_BYTES past it).
 MAX_CHUNK_BYTES = 2 * 1024 * 1024
 # How far ahead of the element it yields the JSON parser may have read (ijson's buffer): a record's share of the
-# bytes read is at least its size less this.
+# bytes read is at least its size less this, so only one that took more than `SIZE_CHECKED_PAST` can be too large.
 _READ_AHEAD = 64 * 1024
+SIZE_CHECKED_PAST = MAX_RECORD_BYTES - _READ_AHEAD
 
 
 @dataclass(slots=True)
@@ -100,7 +101,7 @@ class ParsedBatch:
         """`add` an element of which `read` bytes of the body were read since the one before; one whose JSON is
         larger than MAX_RECORD_BYTES fails with `record_too_large` (as an NDJSON line does), and only its keys
         are kept (for duplicate detection and its result's label)."""
-        if read <= MAX_RECORD_BYTES - _READ_AHEAD or element.__class__ is not dict:
+        if read <= SIZE_CHECKED_PAST or element.__class__ is not dict:
             self.add(kind, element)
             return
         try:
