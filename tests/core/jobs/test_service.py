@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 from decimal import Decimal
 from itertools import accumulate
+from typing import Any
 
 import orjson
 import pytest
@@ -14,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from core.config import settings
 from core.errors import DomainError
-from core.jobs.service import accept_batch
+from core.jobs.service import Accepted, accept_batch
 from core.records.batch import MAX_CHUNK_BYTES, MAX_RECORD_BYTES, json_elements
 from tests.conftest import PartnerKey
 
@@ -66,21 +67,26 @@ def _chunks(session: Session, job_id: str) -> list[tuple[int, int, int]]:
     return [tuple(row) for row in rows.all()]
 
 
+def _accept_json(session: Session, partner: PartnerKey, records: list[dict[str, Any]]) -> Accepted:
+    """Accept businesses sent as a JSON envelope, as the API does: parsed incrementally, the bytes read followed."""
+    file = io.BytesIO(orjson.dumps({"businesses": records}))
+    elements = json_elements("businesses", file)
+    return accept_batch(
+        session,
+        partner_id=partner.partner_id,
+        kind="businesses",
+        business_id=None,
+        elements=elements,
+        consumed=file.tell,
+    )
+
+
 def test_a_batch_of_large_records_is_cut_by_bytes_too(session: Session, partner: PartnerKey) -> None:
     """However few its records, no chunk holds much more than MAX_CHUNK_BYTES of them: neither the API accepting
     the batch nor the worker applying a chunk holds more at once. Duplicates are found across those chunks."""
     body = [{"external_id": f"big-{i}", "name": "x" * 200, "metadata": {"text": "y" * 600_000}} for i in range(20)]
     body[17]["external_id"] = "big-3"  # in another chunk than its twin
-    document = orjson.dumps({"businesses": body})
-    file = io.BytesIO(document)
-    accepted = accept_batch(
-        session,
-        partner_id=partner.partner_id,
-        kind="businesses",
-        business_id=None,
-        elements=json_elements("businesses", file),
-        consumed=file.tell,
-    )
+    accepted = _accept_json(session, partner, body)
     chunks = _chunks(session, accepted.job.id)
     assert accepted.job.total == 20
     assert len(chunks) == accepted.job.chunk_count >= 3
@@ -95,20 +101,12 @@ def test_a_batch_of_large_records_is_cut_by_bytes_too(session: Session, partner:
 def test_a_json_record_over_a_mebibyte_fails_alone_and_only_its_keys_are_kept(
     session: Session, partner: PartnerKey
 ) -> None:
-    body = [
+    body: list[dict[str, Any]] = [
         {"external_id": "before", "name": "B"},
         {"external_id": "huge", "name": "H", "metadata": {"text": "z" * (MAX_RECORD_BYTES + 10)}},
         {"external_id": "after", "name": "A"},
     ]
-    file = io.BytesIO(orjson.dumps({"businesses": body}))
-    accepted = accept_batch(
-        session,
-        partner_id=partner.partner_id,
-        kind="businesses",
-        business_id=None,
-        elements=json_elements("businesses", file),
-        consumed=file.tell,
-    )
+    accepted = _accept_json(session, partner, body)
     assert _rejections(session, accepted.job.id) == {1: ["record_too_large"]}
     (payload,) = session.execute(
         text("SELECT payload FROM job_chunks WHERE job_id = :j"), {"j": accepted.job.id}
