@@ -113,7 +113,11 @@ class DepthGuard:
         self._carry = b""  # a run of backslashes at the end of the last buffer: its escape continues here
         self._surrogate_tail = b""
         self.offset = 0  # where the last buffer returned starts
-        self._next = 0
+        self._next = 0  # how many bytes were read (`bytes_read`)
+
+    @property
+    def bytes_read(self) -> int:
+        return self._next
 
     def read(self, size: int = -1) -> bytes:
         data = self._raw.read(size)

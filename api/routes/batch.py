@@ -127,8 +127,11 @@ def _store(
 
         def handle() -> Response:
             webhook_url = resolve_callback_url(session, partner_id=partner_id, callback_url=callback_url)
+            read = batch.BytesRead()
             elements: Iterable[Any] = (
-                batch.ndjson_elements(body.file) if fmt == "ndjson" else batch.json_elements(kind, body.file)
+                batch.ndjson_elements(body.file, read)
+                if fmt == "ndjson"
+                else batch.json_elements(kind, body.file, read)
             )
             with session.begin_nested():  # a refused batch leaves no partial job behind
                 accepted = accept_batch(
@@ -141,7 +144,7 @@ def _store(
                     webhook_url=webhook_url,
                     dry_run=dry_run,
                     api_key_id=request.state.key_id,
-                    consumed=body.file.tell,
+                    read=read,
                 )
             after_commit(session, lambda: publish_chunks(accepted.to_publish))
             job = accepted.job

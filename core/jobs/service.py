@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import groupby
@@ -28,6 +28,7 @@ from core.models import SyncJob
 from core.records.batch import (
     MAX_CHUNK_BYTES,
     SIZE_CHECKED_PAST,
+    BytesRead,
     Chunk,
     ParsedBatch,
     RecordsAt,
@@ -55,15 +56,15 @@ def accept_batch(
     webhook_url: str | None = None,
     dry_run: bool = False,
     api_key_id: str | None = None,
-    consumed: Callable[[], int] | None = None,
+    read: BytesRead | None = None,
 ) -> Accepted:
     """Store a job and every record, chunk by chunk as the elements arrive; return the chunks to publish once
     the transaction commits. An element that is a `FieldError` (an NDJSON line that was not JSON) fails alone.
 
     A real job is an accepted write and takes its write sequence now (SPEC §3 rule 7); a dry run takes none.
-    `api_key_id` is the key that submitted it (the console shows it). `consumed`: how many bytes of the body the
-    elements were parsed from so far; given, a chunk is cut at MAX_CHUNK_BYTES of them too, and a record larger
-    than MAX_RECORD_BYTES fails with `record_too_large`.
+    `api_key_id` is the key that submitted it (the console shows it). `read`: how many bytes of the body the
+    elements were parsed from so far (kept by their parser); given, a chunk is cut at MAX_CHUNK_BYTES of them too,
+    and a record larger than MAX_RECORD_BYTES fails with `record_too_large`.
     """
     job = SyncJob(
         id=ids.new_id(ids.JOB),
@@ -87,25 +88,23 @@ def accept_batch(
     limit = settings.max_batch_records
     batch = ParsedBatch()
     starts: list[int] = []  # each chunk's first index
-    read = consumed() if consumed is not None else 0  # bytes of the body read before the pending records
-    chunk_start = read
+    progress = read if read is not None else BytesRead()  # stays 0 when not kept
+    at = chunk_start = progress.count  # bytes of the body read before the pending records
     with driver_connection(session).cursor() as cur:
         for element in elements:
-            before = read
-            if consumed is not None:
-                read = consumed()
+            before, at = at, progress.count
             if isinstance(element, FieldError):
                 batch.reject(element)
-            elif read - before > SIZE_CHECKED_PAST:  # large enough to be too large
-                batch.add_sized(kind, element, read - before)
+            elif at - before > SIZE_CHECKED_PAST:  # large enough to be too large
+                batch.add_sized(kind, element, at - before)
             else:
                 batch.add(kind, element)
             if batch.count > limit:
                 check_count(batch.count)
-            if len(batch.records) >= size or read - chunk_start >= MAX_CHUNK_BYTES:
+            if len(batch.records) >= size or at - chunk_start >= MAX_CHUNK_BYTES:
                 starts.append(batch.offset)
                 _store_chunk(cur, job.id, batch.cut(kind, len(starts) - 1, len(batch.records)))
-                chunk_start = read
+                chunk_start = at
         check_count(batch.count)
         if batch.records:
             starts.append(batch.offset)

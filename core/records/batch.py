@@ -40,6 +40,14 @@ SIZE_CHECKED_PAST = MAX_RECORD_BYTES - _READ_AHEAD
 
 
 @dataclass(slots=True)
+class BytesRead:
+    """How many bytes of a body its parser has read so far (`json_elements`, `ndjson_elements` keep it): where it
+    stands, without asking the file (a system call each time, once the body is spooled to disk)."""
+
+    count: int = 0
+
+
+@dataclass(slots=True)
 class Chunk:
     """A slice of a batch as stored: a JSON array of its records (`null` for an NDJSON line that was not JSON)."""
 
@@ -177,14 +185,17 @@ def check_count(count: int) -> None:
         )
 
 
-def json_elements(kind: str, body: IO[bytes]) -> Iterator[Any]:
+def json_elements(kind: str, body: IO[bytes], read: BytesRead | None = None) -> Iterator[Any]:
     """The elements of `{"<kind>": [...]}`, parsed one at a time from a file (ijson's C backend): memory holds one
-    record, not the document. Numbers are exact (integers as `int`, fractions as `Decimal`)."""
+    record, not the document. Numbers are exact (integers as `int`, fractions as `Decimal`). `read`, when given,
+    follows the bytes read as each element is yielded."""
     guard = DepthGuard(body)
+    progress = read if read is not None else BytesRead()
     count = 0
     try:
         for element in ijson.items(guard, f"{kind}.item", use_float=False, buf_size=_READ_AHEAD):
             count += 1
+            progress.count = guard.bytes_read
             yield element
         if count == 0:
             body.seek(0)
@@ -234,18 +245,21 @@ def _check_envelope(kind: str, events: Iterator[tuple[str, str, Any]]) -> None:
     )
 
 
-def ndjson_elements(body: IO[bytes]) -> Iterator[Any]:
+def ndjson_elements(body: IO[bytes], read: BytesRead | None = None) -> Iterator[Any]:
     """One element per non-blank line of an NDJSON file; a line that is not JSON, or longer than
-    `MAX_RECORD_BYTES`, yields a `FieldError` instead, so it fails that record alone."""
+    `MAX_RECORD_BYTES`, yields a `FieldError` instead, so it fails that record alone. `read`, when given, follows
+    the bytes read as each element is yielded."""
+    progress = read if read is not None else BytesRead()
     number = 0
     while True:
         line = body.readline(MAX_RECORD_BYTES + 1)
         if not line:
             return
+        progress.count += len(line)
         number += 1
         if len(line) > MAX_RECORD_BYTES and not line.endswith(b"\n"):
             while (rest := body.readline(1 << 20)) and not rest.endswith(b"\n"):
-                pass
+                progress.count += len(rest)
             yield FieldError("record_too_large", f"line {number} is longer than {MAX_RECORD_BYTES} bytes", None)
         elif line.strip():
             yield _ndjson_line(number, line)

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from core.config import settings
 from core.errors import DomainError
 from core.jobs.service import Accepted, accept_batch
-from core.records.batch import MAX_CHUNK_BYTES, MAX_RECORD_BYTES, json_elements
+from core.records.batch import MAX_CHUNK_BYTES, MAX_RECORD_BYTES, BytesRead, json_elements
 from tests.conftest import PartnerKey
 
 
@@ -69,15 +69,10 @@ def _chunks(session: Session, job_id: str) -> list[tuple[int, int, int]]:
 
 def _accept_json(session: Session, partner: PartnerKey, records: list[dict[str, Any]]) -> Accepted:
     """Accept businesses sent as a JSON envelope, as the API does: parsed incrementally, the bytes read followed."""
-    file = io.BytesIO(orjson.dumps({"businesses": records}))
-    elements = json_elements("businesses", file)
+    read = BytesRead()
+    elements = json_elements("businesses", io.BytesIO(orjson.dumps({"businesses": records})), read)
     return accept_batch(
-        session,
-        partner_id=partner.partner_id,
-        kind="businesses",
-        business_id=None,
-        elements=elements,
-        consumed=file.tell,
+        session, partner_id=partner.partner_id, kind="businesses", business_id=None, elements=elements, read=read
     )
 
 
