@@ -97,17 +97,32 @@ def _decimal_as_float(value: Any) -> float:
     raise TypeError(f"{type(value).__name__} is not JSON")
 
 
+class ValueTooLarge(Exception):
+    """A value nested in the document (a batch's record) runs past the bytes allowed for one."""
+
+
 class DepthGuard:
     """A binary file whose reads fail with `JsonSyntaxError` once the JSON read so far nests past `limit`.
 
     Each buffer is checked before the parser sees it, at C speed: escapes and strings are cut out (a bracket in a
     string does not nest), and the running depth is followed over what is left. It also knows where the buffer
     being parsed starts, for error positions.
+
+    `element_depth` and `element_bytes`: reads also fail, with `ValueTooLarge`, once the document has stayed nested
+    deeper than `element_depth` for more than `element_bytes` bytes (one value of a batch's list, which a parser
+    would otherwise build whole in memory before anything could look at its size). Counted by buffers: a value
+    is taken to start with the buffer it starts in.
     """
 
-    def __init__(self, raw: IO[bytes], limit: int = MAX_DEPTH) -> None:
+    def __init__(
+        self, raw: IO[bytes], limit: int = MAX_DEPTH, *, element_depth: int | None = None, element_bytes: int = 0
+    ) -> None:
         self._raw = raw
         self._limit = limit
+        self._element_depth = element_depth
+        self._element_limit = element_bytes
+        self._element_bytes = 0  # read since the depth was last at most `element_depth`
+        self._brackets = b""  # the brackets outside strings of the last buffer checked, in order
         self._depth = 0
         self._in_string = False
         self._carry = b""  # a run of backslashes at the end of the last buffer: its escape continues here
@@ -127,6 +142,35 @@ class DepthGuard:
         return data
 
     def _check(self, data: bytes) -> None:
+        start = self._depth
+        self._check_depth(data)
+        if self._element_depth is not None:
+            self._count_element(start, data)
+
+    def _count_element(self, start: int, data: bytes) -> None:
+        """Follow how long the document has stayed deeper than `element_depth`, this buffer read."""
+        depth = self._element_depth
+        assert depth is not None
+        if start <= depth or self._dipped_to(start, depth):
+            self._element_bytes = len(data) if self._depth > depth else 0
+        else:
+            self._element_bytes += len(data)
+        if self._element_bytes > self._element_limit:
+            raise ValueTooLarge(f"a value nested {depth} levels deep is larger than {self._element_limit} bytes")
+
+    def _dipped_to(self, start: int, depth: int) -> bool:
+        """Whether the brackets of the last buffer checked took the depth from `start` down to `depth` or less."""
+        brackets = self._brackets
+        while True:  # matched pairs cancel out; what is left is the closers, then the openers
+            shorter = brackets.replace(b"{}", b"").replace(b"[]", b"")
+            if len(shorter) == len(brackets):
+                break
+            brackets = shorter
+        closers = len(brackets) - len(brackets.lstrip(b"}]"))
+        return start - closers <= depth
+
+    def _check_depth(self, data: bytes) -> None:
+        self._brackets = b""
         text = self._carry + data
         body = text.rstrip(b"\\") if data else text
         self._carry = text[len(body) :]
@@ -152,6 +196,7 @@ class DepthGuard:
             brackets = b"".join(pieces[0::2])
         if not brackets:
             return
+        self._brackets = brackets
         if self._depth + len(brackets) > self._limit:
             peak = max(accumulate(map(_DEPTH_STEP.__getitem__, brackets), initial=self._depth))
             if peak > self._limit:

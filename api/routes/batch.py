@@ -50,7 +50,7 @@ BATCH_RESPONSES: dict[int | str, dict[str, object]] = {
     400: {"description": "`malformed_body`"},
     404: {"description": "No such business"},
     408: {"description": "`body_timeout`: the body stalled"},
-    413: {"description": "`too_many_records` or `body_too_large`"},
+    413: {"description": "`too_many_records`, `body_too_large`, or `record_too_large` (a JSON record over 8 MiB)"},
     415: {"description": "Unsupported media type"},
     422: {"description": "`invalid_envelope` or `empty_batch`"},
     429: {"description": "`too_many_concurrent_uploads` or `rate_limited`: retry after `Retry-After` seconds"},

@@ -18,7 +18,7 @@ import ijson
 from core import json_input
 from core.config import settings
 from core.errors import DomainError, FieldError
-from core.json_input import DepthGuard, JsonSyntaxError
+from core.json_input import DepthGuard, JsonSyntaxError, ValueTooLarge
 from core.records.schemas import parse_record
 
 _DUPLICATE_KEYS = {
@@ -37,6 +37,9 @@ MAX_CHUNK_BYTES = 2 * 1024 * 1024
 # bytes read is at least its size less this, so only one that took more than `SIZE_CHECKED_PAST` can be too large.
 _READ_AHEAD = 64 * 1024
 SIZE_CHECKED_PAST = MAX_RECORD_BYTES - _READ_AHEAD
+# A record of a JSON batch past MAX_RECORD_BYTES fails alone, but only once parsed whole: past this one, the batch
+# is refused as it is read (413 `record_too_large`), so that no record costs the API more memory than this parsed.
+MAX_PARSED_RECORD_BYTES = 8 * MAX_RECORD_BYTES
 
 
 @dataclass(slots=True)
@@ -83,12 +86,13 @@ class ParsedBatch:
 
     def add(self, kind: str, element: Any) -> None:
         index = self.count
-        self.records.append(element)
-        if element.__class__ is not dict:
+        if element.__class__ is not dict:  # kept as null: nothing of it is needed (a string may be large)
+            self.records.append(None)
             self.rejections[index] = [
                 FieldError("invalid_record", f"a record must be a JSON object, not {_json_type(element)}", None)
             ]
             return
+        self.records.append(element)
         for key in _DUPLICATE_KEYS[kind]:
             value = _key_value(key, element)
             if value is None:
@@ -189,7 +193,8 @@ def json_elements(kind: str, body: IO[bytes], read: BytesRead | None = None) -> 
     """The elements of `{"<kind>": [...]}`, parsed one at a time from a file (ijson's C backend): memory holds one
     record, not the document. Numbers are exact (integers as `int`, fractions as `Decimal`). `read`, when given,
     follows the bytes read as each element is yielded."""
-    guard = DepthGuard(body)
+    # The records are the values nested in the envelope's object (1) and its list (2).
+    guard = DepthGuard(body, element_depth=2, element_bytes=MAX_PARSED_RECORD_BYTES)
     progress = read if read is not None else BytesRead()
     count = 0
     try:
@@ -206,6 +211,15 @@ def json_elements(kind: str, body: IO[bytes], read: BytesRead | None = None) -> 
         raise malformed_body(_yajl_error(exc, guard)) from None
     except UnicodeDecodeError:
         raise malformed_body(JsonSyntaxError("text that is not UTF-8", *guard.position())) from None
+    except ValueTooLarge:
+        line, column = guard.position()
+        raise DomainError(
+            "record_too_large",
+            f"A record of the batch (at line {line}, column {column} or before) is larger than "
+            f"{MAX_PARSED_RECORD_BYTES} bytes; one over {MAX_RECORD_BYTES} fails alone, one this large refuses "
+            "the batch. Send records of at most 1 MiB.",
+            413,
+        ) from None
 
 
 def malformed_body(error: JsonSyntaxError) -> DomainError:

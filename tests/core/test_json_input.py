@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.json_input import DepthGuard, JsonSyntaxError
+from core.json_input import DepthGuard, JsonSyntaxError, ValueTooLarge
 
 # Text that looks like structure: brackets, quotes and backslashes inside strings must not count.
 _TRICKY = st.text(alphabet='ab{}[]"\\', max_size=6)
@@ -45,3 +45,31 @@ def test_the_guard_refuses_a_document_exactly_when_it_nests_past_its_limit(
 ) -> None:
     text = json.dumps(document).encode()
     assert _read_all(DepthGuard(io.BytesIO(text), limit=limit), sizes) == (_depth(document) <= limit)
+
+
+def _refused_as_too_large(guard: DepthGuard, sizes: list[int]) -> bool:
+    try:
+        for size in sizes * 10_000:
+            if not guard.read(size):
+                return False
+    except ValueTooLarge:
+        return True
+    raise AssertionError("the document was not read to its end")
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_DOCUMENTS, max_size=6), st.lists(st.integers(1, 9), min_size=1, max_size=5), st.integers(8, 80))
+def test_the_guard_refuses_a_value_of_the_list_when_it_runs_past_its_bytes(
+    elements: list[Any], sizes: list[int], limit: int
+) -> None:
+    """A batch's record (a value in the envelope's list) is refused once it has run past `element_bytes`, give or
+    take one buffer read: counted from the buffer it starts in to the one before it ends. A string in the list
+    never nests, so it is never counted."""
+    text = json.dumps({"records": elements}).encode()
+    nested = [len(json.dumps(e)) for e in elements if isinstance(e, list | dict)]
+    guard = DepthGuard(io.BytesIO(text), limit=64, element_depth=2, element_bytes=limit)
+    refused = _refused_as_too_large(guard, sizes)
+    if any(size > limit + max(sizes) for size in nested):
+        assert refused
+    elif all(size + max(sizes) <= limit for size in nested):
+        assert not refused

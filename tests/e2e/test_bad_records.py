@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 import pytest
 
+from tests.conftest import assert_problem
 from tests.e2e.conftest import all_results, batch_url, wait_job
 from tests.hostile import BAD_RECORDS
 
@@ -132,6 +133,17 @@ def test_a_json_record_over_a_mebibyte_fails_alone(client, worker, business) -> 
         ("failed", "huge", ["record_too_large"]),
         ("created", "after", []),
     ]
+
+
+def test_a_json_batch_holding_a_record_over_8_mebibytes_is_refused_as_it_is_read(client, business) -> None:
+    """Parsing it whole would cost the API several times its size: the batch is refused at 8 MiB of it."""
+    huge = {"external_id": "huge", "metadata": {f"k{i}": i for i in range(700_000)}}  # ~11 MiB, 700 000 values
+    body = orjson.dumps({"customers": [{"external_id": "before"}, huge]})
+    response = client.post(batch_url(business["id"]), content=body, headers={"Content-Type": "application/json"})
+    problem = assert_problem(response, 413, "record_too_large")
+    assert "8388608 bytes" in problem["detail"]
+    listed = client.get(f"/businesses/{business['id']}/customers", params={"external_id": "before"}).json()
+    assert listed["data"] == []  # nothing of the batch was stored
 
 
 @pytest.mark.parametrize("depth", [17, 252, 253, 300])
