@@ -18,6 +18,7 @@ hostile one) and B (the bystander), and while B syncs one business after another
 - big-json: a 100 000-record, ~126 MiB batch as a JSON envelope and as NDJSON: 202, the API's RSS grows ≤ 100 MB;
 - fat-records: a ~100 MiB JSON batch of 110 records of ~0.9 MiB (and two over 1 MiB): 202, the API's RSS grows
   ≤ 100 MB, every record fails alone (metadata_too_large, record_too_large), no worker process grows by 100 MB;
+  then one record of ~100 MiB: 413 record_too_large as it is read, the API's RSS growing ≤ 100 MB;
 - huge-ints: 2**70, 1e400 and -2**63-1 in metadata: invalid_number, single (422) and per record in a batch;
 - unknown-fields: 10 000 unknown fields in one record: a small 422, and a bounded error list in a batch's results;
 - repeated-invalid: two records sharing an invalid email: each is reported invalid_email and duplicate_in_batch;
@@ -757,9 +758,10 @@ class Abuse:
         ]
         body = orjson.dumps({"businesses": records})
         del records
-        row.sent = f"{len(body) / 2**20:.0f} MiB JSON batch: 110 records of 0.85 MiB, 2 of 1.1 MiB"
+        row.sent = f"{len(body) / 2**20:.0f} MiB JSON batch: 110 records of 0.85 MiB, 2 of 1.1 MiB; one of 100 MiB"
         row.expected = (
-            f"202; API RSS growth ≤ {self.args.max_rss_mb} MB; each record fails alone; a worker ≤ 100 MB more"
+            f"202; API RSS growth ≤ {self.args.max_rss_mb} MB; each record fails alone; a worker ≤ 100 MB more; "
+            "the 100 MiB record 413"
         )
         pool = [p for child in self.drill.workers for p in psutil.Process(child.proc.pid).children(recursive=True)]
         base = {p.pid: p.memory_info().rss for p in pool}
@@ -791,6 +793,22 @@ class Abuse:
         row.check(workers_growth <= 100 * MB, f"a worker process grew {workers_growth / MB:.0f} MB")
         row.check(len(results) == 112 and all(r["outcome"] == "failed" for r in results), f"results: {codes}")
         row.check(codes == Counter({"metadata_too_large": 110, "record_too_large": 2}), f"errors: {dict(codes)}")
+        # One record of ~100 MiB: refused while it is read, before the parser has built it.
+        giant = orjson.dumps(
+            {"businesses": [{"external_id": "giant", "name": "G", "metadata": {f"k{i}": i for i in range(6_000_000)}}]}
+        )
+        with self.client(self.a_auth, timeout=300) as a:
+            before = tree_rss(self.api.proc.pid)
+            with Watcher(lambda: tree_rss(self.api.proc.pid), 0.05) as rss:
+                answer = a.post("/sync/businesses/batch", content=giant, headers={"Content-Type": "application/json"})
+            growth = max(0, rss.peak - before)
+        del giant
+        row.see(answer.status_code)
+        row.notes["giant_record"] = {"status": answer.status_code, "api_rss_growth_mb": round(growth / MB, 1)}
+        row.figures.append(f"one record of 100 MiB: {answer.status_code}, API RSS +{growth / MB:.0f} MB")
+        code = answer.json().get("code") if answer.headers.get("content-type", "").endswith("json") else None
+        row.check(answer.status_code == 413 and code == "record_too_large", f"giant record: {answer.status_code}")
+        row.check(growth <= self.args.max_rss_mb * MB, f"giant record: API RSS grew {growth / MB:.0f} MB")
 
     def huge_ints(self, row: Row) -> None:
         values = [b"1180591620717411303424", b"1e400", b"-9223372036854775809"]
