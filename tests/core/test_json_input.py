@@ -28,13 +28,14 @@ def _depth(value: Any) -> int:
     return 0
 
 
-def _read_all(guard: DepthGuard, sizes: list[int]) -> bool:
+def _read_through(guard: DepthGuard, sizes: list[int]) -> type[Exception] | None:
+    """Read the document to its end, in reads of `sizes` (in turn); the kind of error that stopped it, if one did."""
     try:
-        for size in sizes * 1000:
+        for size in sizes * 10_000:
             if not guard.read(size):
-                return True
-    except JsonSyntaxError:
-        return False
+                return None
+    except (JsonSyntaxError, ValueTooLarge) as exc:
+        return type(exc)
     raise AssertionError("the document was not read to its end")
 
 
@@ -44,17 +45,8 @@ def test_the_guard_refuses_a_document_exactly_when_it_nests_past_its_limit(
     document: Any, sizes: list[int], limit: int
 ) -> None:
     text = json.dumps(document).encode()
-    assert _read_all(DepthGuard(io.BytesIO(text), limit=limit), sizes) == (_depth(document) <= limit)
-
-
-def _refused_as_too_large(guard: DepthGuard, sizes: list[int]) -> bool:
-    try:
-        for size in sizes * 10_000:
-            if not guard.read(size):
-                return False
-    except ValueTooLarge:
-        return True
-    raise AssertionError("the document was not read to its end")
+    refused = _read_through(DepthGuard(io.BytesIO(text), limit=limit), sizes) is JsonSyntaxError
+    assert refused == (_depth(document) > limit)
 
 
 @settings(max_examples=400, deadline=None)
@@ -68,7 +60,7 @@ def test_the_guard_refuses_a_value_of_the_list_when_it_runs_past_its_bytes(
     text = json.dumps({"records": elements}).encode()
     nested = [len(json.dumps(e)) for e in elements if isinstance(e, list | dict)]
     guard = DepthGuard(io.BytesIO(text), limit=64, element_depth=2, element_bytes=limit)
-    refused = _refused_as_too_large(guard, sizes)
+    refused = _read_through(guard, sizes) is ValueTooLarge
     if any(size > limit + max(sizes) for size in nested):
         assert refused
     elif all(size + max(sizes) <= limit for size in nested):
