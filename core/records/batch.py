@@ -124,7 +124,7 @@ class ParsedBatch:
             self.add(kind, element)
             return
         index = self.count
-        self.add(kind, {key: element[key] for key in _KEY_ORDER if isinstance(element.get(key), str)})
+        self.add(kind, _keys_only(element))
         message = f"the record is {size} bytes of JSON; the limit is {MAX_RECORD_BYTES}"
         self.rejections[index] = [FieldError("record_too_large", message, None)]
 
@@ -164,9 +164,15 @@ class ParsedBatch:
                     message = f"the record holds a value that cannot be stored: {problem}"
                     errors = [FieldError("malformed_record", message, None)]
                 self.rejections[index] = errors
-            keys = element if element.__class__ is dict else {}
-            stored.append({key: keys[key] for key in _KEY_ORDER if isinstance(keys.get(key), str)})
+            stored.append(_keys_only(element))
         return json_input.to_json(stored)
+
+
+def _keys_only(element: Any) -> dict[str, str]:
+    """What is kept of a record that cannot be stored whole: its keys (for duplicate detection and its label)."""
+    if element.__class__ is not dict:
+        return {}
+    return {key: element[key] for key in _KEY_ORDER if isinstance(element.get(key), str)}
 
 
 def _json_type(value: Any) -> str:

@@ -606,35 +606,38 @@ _prepared: weakref.WeakKeyDictionary[psycopg.Connection[Any], _Prepared] = weakr
 
 
 def _prepare_single(conn: psycopg.Connection[Any]) -> _Prepared:
-    """Prepare the single sync's statements on this connection, unless it has them (one round trip, once), and
-    check the plans of its lookups by key when they are due (`_check_plans`, one round trip a minute)."""
+    """Prepare the single sync's statements on this connection, unless it has them, and check the plans of its
+    lookups by key (`_check_plans`): one round trip for both, once; then one a minute, for the check."""
     prepared = _prepared.get(conn)
     if prepared is None:
-        prepared = _prepare_all(conn)
-    if time.monotonic() - prepared.checked_at >= PLAN_CHECK_SECONDS:
+        prepared = _prepared[conn] = _Prepared()
+        _check_plans(conn, _PREPARE_ALL, prepared)
+    elif time.monotonic() - prepared.checked_at >= PLAN_CHECK_SECONDS:
         try:
-            _check_plans(conn, prepared)
+            _check_plans(conn, _REMAKE_LOOKUPS, prepared)
         except pgerrors.InvalidSqlStatementName:  # deallocated since they were prepared (`start_single`)
-            prepared = _prepare_all(conn)
-            _check_plans(conn, prepared)
+            prepared = _prepared[conn] = _Prepared()
+            _check_plans(conn, _PREPARE_ALL, prepared)
     return prepared
 
 
-def _prepare_all(conn: psycopg.Connection[Any]) -> _Prepared:
-    conn.execute("; ".join(f"PREPARE {name} {text}" for name, text in _SINGLE_STATEMENTS.items()))
-    prepared = _prepared[conn] = _Prepared()
-    return prepared
+_PREPARE_ALL = " ".join(f"PREPARE {name} {text};" for name, text in _SINGLE_STATEMENTS.items())
+# The lookups' kept plans made afresh: the statistics may have changed since they were made.
+_REMAKE_LOOKUPS = " ".join(
+    f"DEALLOCATE {name}; PREPARE {name} {_SINGLE_STATEMENTS[name]};"
+    for name in (f"pfsync_single_load_{kind}" for kind in _KINDS)
+)
+_NULLS = {kind: ", ".join(["NULL"] * (len(_PROBES[kind]) + 1)) for kind in _KINDS}
+_EXPLAIN_LOOKUPS = " ".join(
+    f"EXPLAIN (FORMAT JSON) EXECUTE pfsync_single_load_{kind}({_NULLS[kind]});" for kind in _KINDS
+)
 
 
-def _check_plans(conn: psycopg.Connection[Any], prepared: _Prepared) -> None:
-    """Make the lookups' kept plans afresh (DEALLOCATE, PREPARE: the statistics may have changed since) and keep
-    them for the kinds where every read goes through an index by a key (`keyed_plan`)."""
-    names = [f"pfsync_single_load_{kind}" for kind in _KINDS]
-    remade = " ".join(f"DEALLOCATE {name}; PREPARE {name} {_SINGLE_STATEMENTS[name]};" for name in names)
-    nulls = {kind: ", ".join(["NULL"] * (len(_PROBES[kind]) + 1)) for kind in _KINDS}
-    explained = " ".join(f"EXPLAIN (FORMAT JSON) EXECUTE pfsync_single_load_{kind}({nulls[kind]});" for kind in _KINDS)
+def _check_plans(conn: psycopg.Connection[Any], statements: str, prepared: _Prepared) -> None:
+    """Send `statements` (PREPAREs), then read the lookups' kept plans (`EXPLAIN` of the generic plan, which makes
+    it) and keep them for the kinds where every read goes through an index by a key (`keyed_plan`)."""
     with conn.cursor() as cur:
-        cur.execute(f"{remade} SET plan_cache_mode = force_generic_plan; {explained} RESET plan_cache_mode")
+        cur.execute(f"{statements} SET plan_cache_mode = force_generic_plan; {_EXPLAIN_LOOKUPS} RESET plan_cache_mode")
         plans: list[Any] = []
         while cur.nextset():
             if cur.description is not None:
